@@ -1,0 +1,1 @@
+"""ssdkit subpackage."""

@@ -1,0 +1,3 @@
+from ssdkit.cli import main
+
+raise SystemExit(main())

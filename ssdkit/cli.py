@@ -1,0 +1,57 @@
+"""The ``ssdkit`` command: each subpackage registers its own subcommands.
+
+A subcommand module exposes ``register(subparsers)`` and keeps its heavy
+imports (TensorFlow, OpenCV) inside the handlers, so ``ssdkit detect`` on a
+device never loads the converter. Handlers raise ``ValueError``,
+``RuntimeError`` or ``OSError`` for user-facing failures; ``main`` turns them
+into one line on stderr and exit code 2 (``SSDKIT_DEBUG=1`` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+# Modules that contribute subcommands, in the order `ssdkit --help` lists them.
+_COMMAND_MODULES = (
+    "ssdkit.convert.cli",
+    "ssdkit.calibration.cli",
+    "ssdkit.runtime.cli",
+    "ssdkit.devices.cli",
+)
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssdkit", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("ssdkit: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as exc:
+        if os.environ.get("SSDKIT_DEBUG"):
+            raise
+        print(f"ssdkit {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,9 +20,7 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
     """
     target = Path(target)
     parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"{parent}: output folder is not writable")
+    created = _make_parents(parent)
     prefix = f".{target.name}.tmp-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
@@ -30,6 +28,11 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
         fd, name = tempfile.mkstemp(prefix=prefix, dir=parent)
         os.close(fd)
         tmp = Path(name)
+    # mkdtemp/mkstemp create private (0700/0600) paths; give the artifact the
+    # permissions a plain mkdir/open would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
     try:
         yield tmp
         if directory and target.exists():
@@ -44,7 +47,45 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        _remove_empty(parent, created)
         raise
+
+
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Raises a one-line OSError unless ``folder`` exists as a writable folder
+    or can be created, without creating anything (to fail before long work)."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{folder}: cannot create the output folder, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{folder}: output folder is not writable ({existing} is read-only)")
+
+
+def _make_parents(folder: Path) -> Path | None:
+    """Creates ``folder`` and missing ancestors; returns the topmost one created."""
+    check_writable_folder(folder)
+    top = None
+    for ancestor in reversed([folder, *folder.parents]):
+        if not ancestor.exists():
+            top = top or ancestor
+    folder.mkdir(parents=True, exist_ok=True)
+    return top
+
+
+def _remove_empty(folder: Path, top: Path | None) -> None:
+    """Undoes ``_make_parents`` for folders that are still empty."""
+    if top is None:
+        return
+    for path in [folder, *folder.parents]:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == top:
+            return
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:

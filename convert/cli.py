@@ -1,0 +1,99 @@
+"""``ssdkit models`` and ``ssdkit export``."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW") from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW")
+    return (parts[0], parts[-1])
+
+
+def _labels(path: str) -> tuple[str, ...]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: cannot read labels file ({exc.strerror})") from None
+    labels = tuple(line.strip() for line in lines if line.strip())
+    if not labels:
+        raise argparse.ArgumentTypeError(f"{path}: labels file has no labels")
+    return labels
+
+
+def register(subparsers) -> None:
+    from .zoo import ZOO
+
+    models = subparsers.add_parser("models", help="list the model zoo with input size, anchors, parameters and FLOPs")
+    models.add_argument("--no-build", action="store_true", help="skip building the networks (no parameter/FLOP counts)")
+    models.set_defaults(handler=_models)
+
+    export = subparsers.add_parser("export", help="export a zoo model (SavedModel, TFLite, ONNX)")
+    export.add_argument("--model", default="ssd_mnv2", help=f"zoo name: {', '.join(ZOO)} (default ssd_mnv2)")
+    export.add_argument("--format", default="savedmodel", help="savedmodel, tflite or onnx (default savedmodel)")
+    export.add_argument("--out", help="output folder (default build/MODEL/)")
+    export.add_argument("--weights", help="ssdkit checkpoint (.npz) to export; without it the model is untrained")
+    export.add_argument("--backbone-weights", default="auto",
+                        help="ImageNet backbone weights for an untrained model: auto (the Keras cache, if present), none, or an .h5 path")
+    export.add_argument("--width", type=float, help="width multiplier (default 1.0)")
+    export.add_argument("--input-size", type=_input_size, help="input size N or HxW (default: the model's)")
+    export.add_argument("--labels", type=_labels, help="labels file, one class per line (default: the 90 COCO slots)")
+    export.add_argument("--num-classes", type=int, help="number of classes, named class_1..class_N (instead of --labels)")
+    export.add_argument("--quant", default="int8", help="TFLite quantization: fp32, fp16, dynamic, int8 (default int8)")
+    export.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (default 0)")
+    export.set_defaults(handler=_export)
+
+
+def _models(args) -> int:
+    from .zoo import ZOO, ModelConfig, model_spec
+
+    rows = [("model", "input", "anchors", "params", "GFLOPs", "description")]
+    for name, entry in ZOO.items():
+        spec = model_spec(ModelConfig(name))
+        params = flops = "-"
+        if not args.no_build:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            from .models.ssd import build_model
+            from .profile import count_macs
+
+            keras_model = build_model(ModelConfig(name)).keras_model
+            params = f"{keras_model.count_params() / 1e6:.2f}M"
+            flops = f"{2 * count_macs(keras_model) / 1e9:.2f}"
+        height, width = spec.input_size
+        rows.append((name, f"{height}x{width}", str(spec.num_anchors), params, flops, entry.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if not args.no_build:
+        print("(90 COCO classes; GFLOPs = 2 x multiply-adds of one image)")
+    return 0
+
+
+def _export(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ssdkit.fileio import check_writable_folder
+
+    from .export import ExportOptions, export, prepare_model
+    from .zoo import ModelConfig, get_entry, model_spec
+
+    if args.labels and args.num_classes:
+        raise ValueError("give --labels or --num-classes, not both")
+    labels = args.labels or (tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
+    get_entry(args.model)
+    if args.weights is None:  # validate the options before the slow build
+        model_spec(ModelConfig(args.model, width=args.width or 1.0, input_size=args.input_size, labels=labels))
+    out = Path(args.out or f"build/{args.model}")
+    check_writable_folder(out)
+    model = prepare_model(
+        args.model, args.weights, width=args.width, input_size=args.input_size, labels=labels,
+        backbone_weights=args.backbone_weights, seed=args.seed,
+    )
+    for path in export(model, args.format, out, ExportOptions(quant=args.quant)):
+        print(path)
+    return 0

@@ -1,0 +1,87 @@
+"""``ssdkit export``: one entry point, one small registry of formats.
+
+Each format is a function ``(model, out_dir, options) -> [written paths]``
+living in its own source-to-destination module; this module only prepares
+the model (weights, warnings) and dispatches.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .checkpoint import apply_weights, read_checkpoint
+from .models.ssd import SSDModel, build_model, load_backbone_weights, warn_untrained
+from .zoo import ModelConfig
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Format options; each exporter reads the fields it needs."""
+
+    quant: str = "int8"
+
+
+Exporter = Callable[[SSDModel, Path, ExportOptions], "list[Path]"]
+
+
+def _savedmodel(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
+    from .keras2savedmodel import export_savedmodel
+
+    return [export_savedmodel(model, out_dir / "saved_model")]
+
+
+def _not_yet(name: str) -> Exporter:
+    def unavailable(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
+        raise RuntimeError(f"{name} export is not yet available in this version of ssdkit; use --format savedmodel")
+
+    return unavailable
+
+
+EXPORTERS: dict[str, Exporter] = {
+    "savedmodel": _savedmodel,
+    "tflite": _not_yet("TFLite"),
+    "onnx": _not_yet("ONNX"),
+}
+
+
+def prepare_model(
+    model_name: str,
+    weights: str | Path | None = None,
+    *,
+    width: float | None = None,
+    input_size: tuple[int, int] | None = None,
+    labels: tuple[str, ...] | None = None,
+    backbone_weights: str = "auto",
+    seed: int = 0,
+) -> SSDModel:
+    """Builds the network with its weights: an ssdkit checkpoint if given
+    (options given explicitly must agree with it), else ImageNet backbone
+    weights when available and a random head, with an ``UntrainedWarning``."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    asked = {"width": width, "input_size": input_size, "labels": labels}
+    if weights is None:
+        config = ModelConfig(model_name, **{k: v for k, v in asked.items() if v is not None})
+        model = build_model(config)
+        warn_untrained(model.spec, load_backbone_weights(model, backbone_weights))
+        return model
+    config, _, arrays = read_checkpoint(weights)
+    if config.model != model_name:
+        raise ValueError(f"{weights}: checkpoint is for {config.model}, not {model_name}")
+    for field, value in asked.items():
+        if value is not None and value != getattr(config, field):
+            raise ValueError(f"{weights}: checkpoint has {field}={getattr(config, field)!r}, which conflicts with {value!r}")
+    model = build_model(config)
+    apply_weights(model, arrays, weights)
+    return model
+
+
+def export(model: SSDModel, fmt: str, out_dir: str | Path, options: ExportOptions = ExportOptions()) -> list[Path]:
+    if fmt not in EXPORTERS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(EXPORTERS)}")
+    out_dir = Path(out_dir)
+    print(f"ssdkit export: writing {fmt} of {model.spec.name} to {out_dir}/", file=sys.stderr)
+    return EXPORTERS[fmt](model, out_dir, options)

@@ -1,0 +1,52 @@
+"""`ssdkit models` / `ssdkit export`: output and one-line errors with exit code 2."""
+import pytest
+
+from ssdkit.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_without_build_lists_zoo(capsys):
+    code, out, _ = run(capsys, "models", "--no-build")
+    assert code == 0
+    assert "ssd_mnv2 " in out and "1917" in out and "12804" in out and "ssdlite_mnv3_small" in out
+
+
+def test_models_reports_params_and_flops(capsys):
+    pytest.importorskip("tensorflow")
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.startswith("ssd_mnv2 "))
+    params, gflops = line.split()[3:5]
+    assert 5.5 < float(params.rstrip("M")) < 7.0  # MobileNetV2 + extra layers + 91-class head
+    assert 1.0 < float(gflops) < 2.5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "ssd_mnv9"], "unknown model 'ssd_mnv9'; the zoo has: ssd_mnv1"),
+    (["--model", "ssd_mnv2_fpnlite", "--input-size", "300"], "must be a multiple of 32"),
+    (["--format", "caffe"], None),
+])
+def test_bad_export_arguments_exit_2_with_one_line(capsys, tmp_path, argv, message):
+    out_dir = tmp_path / "out"
+    code, _, err = run(capsys, "export", "--out", str(out_dir), *argv)
+    if message is None:  # the format is checked after the build; still one line, exit 2
+        assert "unknown format 'caffe'" in err
+    else:
+        assert message in err
+    assert code == 2
+    assert len([l for l in err.splitlines() if "error:" in l]) == 1
+    assert not out_dir.exists()
+
+
+def test_unwritable_output_exits_2_and_writes_nothing(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "export", "--model", "ssd_mnv2", "--out", str(blocker / "sub"))
+    assert code == 2
+    assert "cannot create the output folder" in err and str(blocker) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -25,6 +25,12 @@ _COMMAND_MODULES = (
 
 EXIT_USER_ERROR = 2
 
+# Which extra installs a missing optional module (pip install 'ssdkit[EXTRA]').
+_EXTRA_FOR_MODULE = {
+    "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
+    "official": "convert", "PIL": "convert", "onnxruntime": "onnx", "cv2": "camera", "pytest": "dev",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdkit", description=__doc__.splitlines()[0])
@@ -49,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = show_warning
     try:
         return int(args.handler(args) or 0)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in _EXTRA_FOR_MODULE or os.environ.get("SSDKIT_DEBUG"):
+            raise
+        print(f"ssdkit {args.command}: error: {top} is not installed; "
+              f"install it with: pip install 'ssdkit[{_EXTRA_FOR_MODULE[top]}]'", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("ssdkit: interrupted", file=sys.stderr)
         return 130

@@ -50,3 +50,15 @@ def test_unwritable_output_exits_2_and_writes_nothing(capsys, tmp_path):
     assert code == 2
     assert "cannot create the output folder" in err and str(blocker) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_missing_converter_extra_names_the_install_command():
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['tf_keras'] = sys.modules['tensorflow'] = None\n"
+              "from ssdkit.cli import main; raise SystemExit(main(['models']))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "ssdkit models: error: tf_keras is not installed; install it with: pip install 'ssdkit[convert]'")

@@ -8,7 +8,8 @@ Signatures:
   postprocessing settings (the OD API's ``batch_non_max_suppression``).
 - ``raw``: ``normalized_images`` float32 [1, H, W, 3] -> ``box_encodings``
   [1, A, 4] and ``class_predictions`` [1, A, C+1] logits, what the TFLite
-  and ONNX exporters convert.
+  and ONNX exporters convert (static shapes, as the Edge TPU needs).
+- ``raw_batch``: the same with any batch size, for dynamic-batch ONNX.
 
 The spec is written to ``assets.extra/ssdkit_spec.json`` (plus ``labels.txt``),
 which TensorFlow ignores and the runtime reads without TensorFlow.
@@ -60,6 +61,9 @@ class DetectionModule(tf.Module):
         self.raw = tf.function(
             self._raw, input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="normalized_images")]
         )
+        self.raw_batch = tf.function(
+            self._raw, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="normalized_images")]
+        )
 
     def _raw(self, normalized_images):
         outputs = self.model(normalized_images, training=False)
@@ -103,7 +107,7 @@ def export_savedmodel(model: SSDModel, target: Path) -> Path:
     """Writes the SavedModel folder ``target`` atomically and verifies it."""
     with atomic_path(target, directory=True) as tmp:
         module = DetectionModule(model)
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve, "raw": module.raw})
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve, "raw": module.raw, "raw_batch": module.raw_batch})
         (tmp / SPEC_FILE).parent.mkdir(exist_ok=True)
         (tmp / SPEC_FILE).write_text(model.spec.to_json())
         (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.spec.labels))

@@ -44,6 +44,9 @@ def test_raw_signature_equals_keras(tiny):
     assert raw["box_encodings"].shape == (1, model.spec.num_anchors, 4)
     assert raw["class_predictions"].shape == (1, model.spec.num_anchors, len(LABELS) + 1)
     np.testing.assert_allclose(raw["class_predictions"].numpy(), keras_out["class_predictions"].numpy(), atol=1e-5)
+    batch = loaded.signatures["raw_batch"](normalized_images=tf.constant(np.concatenate([image, image])))
+    assert batch["box_encodings"].shape == (2, model.spec.num_anchors, 4)
+    np.testing.assert_allclose(batch["box_encodings"].numpy()[1], raw["box_encodings"].numpy()[0], atol=1e-5)
 
 
 def test_serving_default_top_detection_is_best_decoded_anchor(tiny):

@@ -36,5 +36,6 @@ def test_ssd_scales_round_trip():
     rng = np.random.default_rng(0)
     corner = rng.uniform(0, 0.7, (50, 2))
     anchors = np.concatenate([corner, corner + rng.uniform(0.05, 0.3, (50, 2))], axis=1)
-    boxes = anchors + rng.uniform(-0.05, 0.05, anchors.shape)
+    box_corner = corner + rng.uniform(-0.05, 0.05, (50, 2))
+    boxes = np.concatenate([box_corner, box_corner + rng.uniform(0.02, 0.4, (50, 2))], axis=1)
     np.testing.assert_allclose(box_coder.decode(box_coder.encode(boxes, anchors), anchors), boxes, atol=1e-6)

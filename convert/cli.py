@@ -45,7 +45,17 @@ def register(subparsers) -> None:
     export.add_argument("--input-size", type=_input_size, help="input size N or HxW (default: the model's)")
     export.add_argument("--labels", type=_labels, help="labels file, one class per line (default: the 90 COCO slots)")
     export.add_argument("--num-classes", type=int, help="number of classes, named class_1..class_N (instead of --labels)")
-    export.add_argument("--quant", default="int8", help="TFLite quantization: fp32, fp16, dynamic, int8 (default int8)")
+    tflite = export.add_argument_group("TFLite")
+    tflite.add_argument("--quant", default="int8", help="fp32, fp16, dynamic or int8 (full-integer, calibrated; default)")
+    tflite.add_argument("--io", default="uint8", help="int8 model input/output type: uint8 (default), int8 or float")
+    tflite.add_argument("--no-nms", action="store_true", help="leave out the postprocess op: raw box encodings and scores")
+    tflite.add_argument("--regular-nms", action="store_true", help="per-class NMS in the op (default: fast NMS)")
+    tflite.add_argument("--max-detections", type=int, help="detections per image (default: the model's, 100)")
+    tflite.add_argument("--score-threshold", type=float, help="NMS score threshold (default: the model's)")
+    tflite.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's, 0.6)")
+    tflite.add_argument("--detections-per-class", type=int, help="regular NMS: detections per class (default 100)")
+    tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON (default: synthetic)")
+    tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
     export.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (default 0)")
     export.set_defaults(handler=_export)
 
@@ -79,21 +89,30 @@ def _export(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssdkit.fileio import check_writable_folder
 
-    from .export import ExportOptions, export, prepare_model
+    from .export import EXPORTERS, ExportOptions, export, prepare_model
+    from .savedmodel2tflite import TFLiteOptions
     from .zoo import ModelConfig, get_entry, model_spec
 
     if args.labels and args.num_classes:
         raise ValueError("give --labels or --num-classes, not both")
     labels = args.labels or (tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
     get_entry(args.model)
+    if args.format not in EXPORTERS:
+        raise ValueError(f"unknown format {args.format!r}; expected one of {', '.join(EXPORTERS)}")
     if args.weights is None:  # validate the options before the slow build
         model_spec(ModelConfig(args.model, width=args.width or 1.0, input_size=args.input_size, labels=labels))
+    tflite = TFLiteOptions(
+        quant=args.quant, io=args.io, nms=not args.no_nms, regular_nms=args.regular_nms,
+        max_detections=args.max_detections, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+        detections_per_class=args.detections_per_class,
+    )
     out = Path(args.out or f"build/{args.model}")
     check_writable_folder(out)
     model = prepare_model(
         args.model, args.weights, width=args.width, input_size=args.input_size, labels=labels,
         backbone_weights=args.backbone_weights, seed=args.seed,
     )
-    for path in export(model, args.format, out, ExportOptions(quant=args.quant)):
+    options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples)
+    for path in export(model, args.format, out, options):
         print(path)
     return 0

@@ -13,6 +13,7 @@ from typing import Callable
 
 from .checkpoint import apply_weights, read_checkpoint
 from .models.ssd import SSDModel, build_model, load_backbone_weights, warn_untrained
+from .savedmodel2tflite import TFLiteOptions
 from .zoo import ModelConfig
 
 
@@ -20,7 +21,9 @@ from .zoo import ModelConfig
 class ExportOptions:
     """Format options; each exporter reads the fields it needs."""
 
-    quant: str = "int8"
+    tflite: TFLiteOptions = TFLiteOptions()
+    calib_data: str | None = None  # None: the built-in synthetic images
+    calib_samples: int = 100
 
 
 Exporter = Callable[[SSDModel, Path, ExportOptions], "list[Path]"]
@@ -32,6 +35,19 @@ def _savedmodel(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[
     return [export_savedmodel(model, out_dir / "saved_model")]
 
 
+def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
+    from ssdkit.calibration.sources import representative_images
+
+    from .keras2savedmodel import export_savedmodel
+    from .savedmodel2tflite import export_tflite
+
+    calibration = None
+    if options.tflite.quant == "int8":
+        calibration = representative_images(options.calib_data, options.calib_samples)
+    saved_model = export_savedmodel(model, out_dir / "saved_model")
+    return [saved_model, export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)]
+
+
 def _not_yet(name: str) -> Exporter:
     def unavailable(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
         raise RuntimeError(f"{name} export is not yet available in this version of ssdkit; use --format savedmodel")
@@ -41,7 +57,7 @@ def _not_yet(name: str) -> Exporter:
 
 EXPORTERS: dict[str, Exporter] = {
     "savedmodel": _savedmodel,
-    "tflite": _not_yet("TFLite"),
+    "tflite": _tflite,
     "onnx": _not_yet("ONNX"),
 }
 

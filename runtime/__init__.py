@@ -3,6 +3,7 @@
 Nothing in this package imports TensorFlow (``tests/runtime/test_no_tensorflow.py``
 checks it): it is what runs on a Raspberry Pi or a Coral board.
 """
+from .detector import Detection, Detector
 from .spec import ModelSpec
 
-__all__ = ["ModelSpec"]
+__all__ = ["Detection", "Detector", "ModelSpec"]

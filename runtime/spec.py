@@ -112,6 +112,25 @@ class PostProcessing:
 
 
 @dataclass(frozen=True)
+class OutputRoles:
+    """Which output tensor of an exported file plays which role.
+
+    ``kind`` is ``"raw"`` (roles ``box_encodings`` and ``class_predictions``;
+    ``scores_activated`` says whether the class outputs are already scores) or
+    ``"detections"`` (``detection_boxes``, ``detection_classes``,
+    ``detection_scores``, ``num_detections``, as TFLite's postprocess op emits).
+    ``names`` pairs each role with the tensor name in the file.
+    """
+
+    kind: Literal["raw", "detections"]
+    names: tuple[tuple[str, str], ...]
+    scores_activated: bool = False
+
+    def name_of(self, role: str) -> str:
+        return dict(self.names)[role]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model's single source of truth for input, anchors, coder and labels.
 
@@ -128,6 +147,7 @@ class ModelSpec:
     labels: tuple[str, ...]
     box_coder: BoxCoder = field(default_factory=BoxCoder)
     postprocessing: PostProcessing = field(default_factory=PostProcessing)
+    outputs: OutputRoles | None = None  # set in exported files, not in the zoo
 
     @property
     def num_classes(self) -> int:
@@ -172,6 +192,7 @@ class ModelSpec:
             labels=tuple(data["labels"]),
             box_coder=_build(BoxCoder, data.get("box_coder", {})),
             postprocessing=_build(PostProcessing, data.get("postprocessing", {})),
+            outputs=_build(OutputRoles, data["outputs"]) if data.get("outputs") else None,
         )
 
     @classmethod

@@ -1,0 +1,53 @@
+"""`ssdkit detect` on real files: JSON records, annotated images, unreadable inputs."""
+import json
+
+import numpy as np
+import pytest
+
+from ssdkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    from ssdkit.convert.export import ExportOptions, export, prepare_model
+    from ssdkit.convert.savedmodel2tflite import TFLiteOptions
+
+    with pytest.warns(UserWarning):
+        ssd = prepare_model("ssd_mnv2", width=0.35, input_size=(96, 96), labels=("a", "b"), backbone_weights="none")
+    out = tmp_path_factory.mktemp("model")
+    paths = export(ssd, "tflite", out, ExportOptions(tflite=TFLiteOptions(quant="fp32", score_threshold=0.0)))
+    return paths[-1]
+
+
+def test_detect_folder_with_json_and_annotations(model, tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(images / name)
+    (images / "broken.jpg").write_bytes(b"nope")
+    out = tmp_path / "out"
+    code = main(["detect", str(model), str(images), "--json", "--threshold", "0", "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1  # one image could not be read
+    assert "broken.jpg: skipped" in stderr
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["image"].split("/")[-1] for r in records] == ["a.jpg", "b.png"]
+    for record in records:
+        assert record["detections"] and set(record["timings_ms"]) == {"preprocess", "inference", "postprocess"}
+        ymin, xmin, ymax, xmax = record["detections"][0]["box"]
+        assert 0 <= ymin <= ymax <= 60 and 0 <= xmin <= xmax <= 80
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "detections.jsonl"]
+    assert Image.open(out / "a.png").size == (80, 60)
+
+
+def test_detect_bad_model_is_exit_2(tmp_path, capsys):
+    bogus = tmp_path / "x.tflite"
+    bogus.write_bytes(b"not a model")
+    image = tmp_path / "i.png"
+    image.write_bytes(b"")
+    assert main(["detect", str(bogus), str(image)]) == 2
+    assert "x.tflite: not a model this TFLite interpreter can run" in capsys.readouterr().err

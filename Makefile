@@ -15,12 +15,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
-.PHONY: help venv test savedmodel tflite onnx all clean
+DATA ?=
+STEPS ?= 20000
+
+.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights
 
 help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
-	@echo "make savedmodel | onnx | all | clean"
+	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json | demo-weights"
 	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8)"
 
 $(STAMP): pyproject.toml
@@ -44,6 +47,16 @@ onnx: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG)
 
 all: savedmodel tflite onnx
+
+# Train MODEL on a COCO JSON (default: the built-in synthetic shapes).
+train: $(STAMP)
+	$(BIN)/ssdkit train --model $(MODEL) $(if $(DATA),--data $(DATA),) --steps $(STEPS) --out build/train/$(MODEL) --resume
+
+# The recipe of the shipped demo weights: ssd_mnv2 300x300 on synthetic shapes.
+# About 9 images/s on a 2-core machine; resumable (run it again after a stop).
+demo-weights: $(STAMP)
+	$(BIN)/ssdkit train --model ssd_mnv2 --steps 6000 --batch-size 16 --lr 0.08 --warmup-steps 300 \
+		--eval-every 1000 --checkpoint-every 200 --out build/train/demo --resume
 
 clean:
 	rm -rf build .pytest_cache

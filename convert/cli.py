@@ -59,6 +59,10 @@ def register(subparsers) -> None:
     export.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (default 0)")
     export.set_defaults(handler=_export)
 
+    from .train.cli import register as register_train
+
+    register_train(subparsers)
+
 
 def _models(args) -> int:
     from .zoo import ZOO, ModelConfig, model_spec

@@ -1,0 +1,1 @@
+"""``ssdkit train``: the TF Object Detection API's SSD training recipe."""

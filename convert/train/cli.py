@@ -1,0 +1,60 @@
+"""``ssdkit train``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON data (default: synthetic shapes)")
+    train.add_argument("--model", default="ssd_mnv2", help="zoo name (default ssd_mnv2)")
+    train.add_argument("--data", help="training COCO JSON (default: the built-in synthetic train split)")
+    train.add_argument("--val-data", help="validation COCO JSON (default: the synthetic validation split)")
+    train.add_argument("--out", help="output folder (default build/train/MODEL)")
+    train.add_argument("--weights", help="start from this ssdkit checkpoint")
+    train.add_argument("--backbone-weights", default="auto", help="ImageNet backbone: auto (Keras cache), none, or .h5")
+    train.add_argument("--width", type=float, help="width multiplier (default 1.0)")
+    train.add_argument("--input-size", type=int, help="square input size (default: the model's)")
+    train.add_argument("--steps", type=int, default=20000)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--lr", type=float, default=0.08, help="peak learning rate (warmup + cosine)")
+    train.add_argument("--warmup-steps", type=int, default=500)
+    train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--eval-every", type=int, default=2000)
+    train.add_argument("--eval-images", type=int, default=200)
+    train.add_argument("--freeze-backbone", action="store_true", help="train only the head (backbone BN in inference mode)")
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--strategy", default="none", help="none, mirrored or multiworker (tf.distribute)")
+    train.add_argument("--resume", action="store_true", help="continue from the last state checkpoint in --out")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=_train)
+
+
+def _train(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ssdkit.calibration.coco import read_coco
+    from ssdkit.calibration.synth import default_split
+
+    from ..export import prepare_model
+    from .loop import TrainConfig, train
+
+    train_path = Path(args.data) if args.data else default_split("train") / "annotations.json"
+    val_path = Path(args.val_data) if args.val_data else (None if args.data else default_split("val") / "annotations.json")
+    train_data = read_coco(train_path)
+    val_data = read_coco(val_path, labels=train_data.labels) if val_path else None
+    size = (args.input_size, args.input_size) if args.input_size else None
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup_steps,
+        checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_images=args.eval_images,
+        seed=args.seed, freeze_backbone=args.freeze_backbone, augment=not args.no_augment,
+    )
+    labels = None if args.weights else train_data.labels
+
+    def build():
+        return prepare_model(args.model, args.weights, width=args.width, input_size=size, labels=labels,
+                             backbone_weights=args.backbone_weights, seed=args.seed)
+
+    out = Path(args.out or f"build/train/{args.model}")
+    history = train(build, train_data, val_data, out, config, args.strategy, args.resume)
+    print(history["checkpoint"])
+    return 0

@@ -1,0 +1,213 @@
+"""The training loop: data, steps, checkpoints, resume, validation, TensorBoard.
+
+Resumable by construction: batch k is drawn from a permutation seeded by
+(seed, epoch) and augmented with a generator seeded by (seed, k), so a run
+restored at step k sees the same batches as one that never stopped. Training
+state (model, optimizer, step) goes to ``OUT/state`` through TF's
+CheckpointManager, whose index file is replaced atomically; the exportable
+ssdkit checkpoint ``OUT/<model>.npz`` is written at each validation and at the end.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from ssdkit.calibration.coco import Dataset
+from ssdkit.calibration.metrics import coco_map
+from ssdkit.runtime import postprocess
+from ssdkit.runtime.preprocess import preprocess
+
+from ..checkpoint import save_checkpoint
+from ..models.ssd import SSDModel
+from ..zoo import get_entry
+from .augment import augment
+from .losses import ssd_loss
+from .targets import assign
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 16
+    learning_rate: float = 0.08
+    warmup_steps: int = 500
+    warmup_learning_rate: float = 0.005
+    momentum: float = 0.9
+    checkpoint_every: int = 500
+    eval_every: int = 2000
+    eval_images: int = 200
+    seed: int = 0
+    freeze_backbone: bool = False
+    augment: bool = True
+    checkpoint_dtype: str = "float16"
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then cosine decay to 0 at ``total`` steps (OD API's cosine_decay_learning_rate)."""
+
+    def __init__(self, base: float, total: int, warmup: int, warmup_base: float):
+        self.base, self.total, self.warmup, self.warmup_base = base, total, warmup, warmup_base
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        progress = (step - self.warmup) / max(self.total - self.warmup, 1)
+        cosine = 0.5 * self.base * (1 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
+        warm = self.warmup_base + (self.base - self.warmup_base) * step / max(self.warmup, 1)
+        return tf.where(step < self.warmup, warm, cosine)
+
+    def get_config(self):
+        return {"base": self.base, "total": self.total, "warmup": self.warmup, "warmup_base": self.warmup_base}
+
+
+def _example(model: SSDModel, dataset: Dataset, index: int, rng: np.random.Generator | None, anchors: np.ndarray):
+    record = dataset.records[index]
+    image, boxes, classes = dataset.load_image(record), record.boxes, record.classes
+    crowd = record.crowd
+    if rng is not None:
+        regular = ~crowd
+        image, boxes, classes = augment(rng, image, boxes[regular], classes[regular])
+        crowd = np.zeros(len(boxes), bool)
+    tensor, _ = preprocess(image, model.spec.preprocessing)
+    t = assign(boxes, classes, anchors, model.spec.num_classes, model.spec.box_coder.scales, crowd)
+    return tensor[0], {"box_targets": t.box_targets, "class_targets": t.class_targets,
+                       "box_weights": t.box_weights, "class_weights": t.class_weights}
+
+
+def batches(model: SSDModel, dataset: Dataset, config: TrainConfig, start_step: int) -> tf.data.Dataset:
+    anchors = model.spec.anchor_corners().astype(np.float32)
+    n = len(dataset.records)
+    if n == 0:
+        raise ValueError(f"{dataset.source}: no training images")
+
+    def generate():
+        step = start_step
+        while True:
+            images, targets = [], []
+            for i in range(config.batch_size):
+                epoch, offset = divmod(step * config.batch_size + i, n)
+                index = np.random.default_rng([config.seed, epoch]).permutation(n)[offset]
+                rng = np.random.default_rng([config.seed, step, i]) if config.augment else None
+                image, target = _example(model, dataset, index, rng, anchors)
+                images.append(image)
+                targets.append(target)
+            yield np.stack(images), {k: np.stack([t[k] for t in targets]) for k in targets[0]}
+            step += 1
+
+    height, width = model.spec.input_size
+    a, c = model.spec.num_anchors, model.spec.num_classes + 1
+    b = config.batch_size
+    signature = (tf.TensorSpec([b, height, width, 3], tf.float32), {
+        "box_targets": tf.TensorSpec([b, a, 4], tf.float32), "class_targets": tf.TensorSpec([b, a, c], tf.float32),
+        "box_weights": tf.TensorSpec([b, a], tf.float32), "class_weights": tf.TensorSpec([b, a], tf.float32)})
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+
+
+def detect_normalized(model: SSDModel, image: np.ndarray):
+    """Detections (boxes normalized yxyx, classes, scores) of one image with the
+    numpy postprocess: regular NMS, as the OD API evaluates."""
+    tensor, _ = preprocess(image, model.spec.preprocessing)
+    out = model.keras_model(tensor, training=False)
+    scores = postprocess.activate(out["class_predictions"].numpy()[0], model.spec.postprocessing.score_activation)
+    boxes, classes, kept, n = postprocess.detection_postprocess(
+        out["box_encodings"].numpy()[0], scores, model.spec.anchors_center_size(), max_detections=100,
+        detections_per_class=100, use_regular_nms=True, nms_score_threshold=0.01,
+        nms_iou_threshold=model.spec.postprocessing.iou_threshold, scales=model.spec.box_coder.scales)
+    return np.clip(boxes[:n], 0, 1), classes[:n].astype(np.int64), kept[:n]
+
+
+def evaluate(model: SSDModel, dataset: Dataset, limit: int | None = None) -> dict[str, float]:
+    records = dataset.records[:limit] if limit else dataset.records
+    detections = [detect_normalized(model, dataset.load_image(r)) for r in records]
+    return coco_map(records, dataset.labels, detections)
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"unknown strategy {name!r}, expected none, mirrored or multiworker")
+
+
+def train(build, train_data: Dataset, val_data: Dataset | None, out_dir: Path, config: TrainConfig,
+          strategy_name: str = "none", resume: bool = False) -> dict:
+    """Trains the model ``build()`` returns (called inside the strategy's scope)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strategy = _strategy(strategy_name)
+    with strategy.scope():
+        model: SSDModel = build()
+        if config.freeze_backbone:
+            model.backbone.trainable = False  # Keras 2: frozen BN layers also run in inference mode
+        schedule = WarmupCosine(config.learning_rate, config.steps, config.warmup_steps, config.warmup_learning_rate)
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        state = tf.train.Checkpoint(model=model.keras_model, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(state, str(out_dir / "state"), max_to_keep=2)
+    if resume and manager.latest_checkpoint:
+        state.restore(manager.latest_checkpoint).expect_partial()
+        print(f"ssdkit train: resumed from {manager.latest_checkpoint} at step {int(step.numpy())}", file=sys.stderr)
+    elif resume:
+        print(f"ssdkit train: nothing to resume in {out_dir / 'state'}, starting at step 0", file=sys.stderr)
+    arch = get_entry(model.config.model).architecture
+    variables = model.keras_model.trainable_variables
+
+    def step_fn(images, targets):
+        with tf.GradientTape() as tape:
+            outputs = model.keras_model(images, training=True)
+            total, loc, cls = ssd_loss(outputs, targets, arch.classification_loss, arch.focal_alpha, arch.focal_gamma)
+            regularization = tf.add_n(model.keras_model.losses) if model.keras_model.losses else 0.0
+            loss = total + regularization
+            scaled = loss / strategy.num_replicas_in_sync
+        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        return loss, loc, cls
+
+    @tf.function
+    def train_step(images, targets):
+        results = strategy.run(step_fn, args=(images, targets))
+        return [strategy.reduce(tf.distribute.ReduceOp.MEAN, r, axis=None) for r in results]
+
+    data = strategy.experimental_distribute_dataset(batches(model, train_data, config, int(step.numpy())))
+    writer = tf.summary.create_file_writer(str(out_dir / "logs"))
+    npz = out_dir / f"{model.spec.name}.npz"
+    history: dict = {"loss": [], "eval": []}
+    start, first = time.monotonic(), int(step.numpy())
+    for images, targets in data:
+        if int(step.numpy()) >= config.steps:
+            break
+        loss, loc, cls = (float(v) for v in train_step(images, targets))
+        step.assign_add(1)
+        current = int(step.numpy())
+        history["loss"].append(loss)
+        with writer.as_default(step=current):
+            tf.summary.scalar("loss/total", loss)
+            tf.summary.scalar("loss/localization", loc)
+            tf.summary.scalar("loss/classification", cls)
+            tf.summary.scalar("learning_rate", float(schedule(current)))
+        rate = (current - first) * config.batch_size / max(time.monotonic() - start, 1e-6)
+        eta = (config.steps - current) * config.batch_size / max(rate, 1e-6)
+        print(f"\rssdkit train: step {current}/{config.steps} loss {loss:.3f} (loc {loc:.3f}, cls {cls:.3f}) "
+              f"{rate:.1f} img/s ETA {eta / 60:.0f} min", end="", file=sys.stderr, flush=True)
+        if current % config.checkpoint_every == 0 or current == config.steps:
+            manager.save(checkpoint_number=current)
+        if val_data is not None and (current % config.eval_every == 0 or current == config.steps):
+            stats = evaluate(model, val_data, config.eval_images)
+            history["eval"].append({"step": current, **stats})
+            with writer.as_default(step=current):
+                for name in ("mAP", "mAP@0.5"):
+                    tf.summary.scalar(f"eval/{name}", stats[name])
+            print(f"\nssdkit train: step {current} validation mAP {stats['mAP']:.3f}, mAP@0.5 {stats['mAP@0.5']:.3f}",
+                  file=sys.stderr)
+            save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": current, **stats}})
+    print(file=sys.stderr)
+    save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": int(step.numpy())}})
+    history["checkpoint"] = str(npz)
+    return history

@@ -100,3 +100,11 @@ def test_representative_frames_from_a_real_video(tmp_path):
     assert len(frames) == 3  # frames 0, 10, 20
     assert frames[0].shape == (48, 64, 3)
     assert frames[0][0, 0, 0] > 200 and frames[0][0, 0, 2] < 50  # BGR (0, 0, 255) is red: RGB (255, 0, 0)
+
+
+def test_data_synth_command(tmp_path, capsys):
+    from ssdkit.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--n", "3", "--seed", "0", "--size", "64"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "s" / "annotations.json")
+    assert len(read_coco(tmp_path / "s" / "annotations.json").records) == 3

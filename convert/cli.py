@@ -56,6 +56,8 @@ def register(subparsers) -> None:
     tflite.add_argument("--detections-per-class", type=int, help="regular NMS: detections per class (default 100)")
     tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON (default: synthetic)")
     tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
+    tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
+    tflite.add_argument("--max-map-drop", type=float, default=1.0, help="int8: mAP@0.5 points the report accepts (default 1)")
     export.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (default 0)")
     export.set_defaults(handler=_export)
 
@@ -116,7 +118,8 @@ def _export(args) -> int:
         args.model, args.weights, width=args.width, input_size=args.input_size, labels=labels,
         backbone_weights=args.backbone_weights, seed=args.seed,
     )
-    options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples)
+    options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
+                            report=not args.no_report, max_map_drop=args.max_map_drop)
     for path in export(model, args.format, out, options):
         print(path)
     return 0

@@ -24,6 +24,8 @@ class ExportOptions:
     tflite: TFLiteOptions = TFLiteOptions()
     calib_data: str | None = None  # None: the built-in synthetic images
     calib_samples: int = 100
+    report: bool = True  # int8 only: compare with fp32 in report.json / report.md
+    max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
 
 
 Exporter = Callable[[SSDModel, Path, ExportOptions], "list[Path]"]
@@ -45,7 +47,42 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
     if options.tflite.quant == "int8":
         calibration = representative_images(options.calib_data, options.calib_samples)
     saved_model = export_savedmodel(model, out_dir / "saved_model")
-    return [saved_model, export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)]
+    written = [saved_model, export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)]
+    if options.tflite.quant == "int8" and options.report:
+        written += _quantization_report(saved_model, model, out_dir, options, calibration, written[-1])
+    return written
+
+
+def _quantization_report(saved_model, model, out_dir, options, calibration, int8) -> list[Path]:
+    """Exports the fp32 twin and both raw variants, then measures what int8 costs."""
+    import dataclasses
+    import warnings
+
+    from ssdkit.calibration.coco import read_coco
+    from ssdkit.calibration.synth import default_split
+
+    from .quant_report import build_report, write_report
+    from .savedmodel2tflite import export_tflite
+
+    def variant(**changes):
+        return export_tflite(saved_model, model.spec, out_dir, dataclasses.replace(options.tflite, **changes), calibration)
+
+    fp32 = variant(quant="fp32")
+    int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", nms=False)
+    print("ssdkit export: evaluating fp32 and int8 for the quantization report", file=sys.stderr)
+    dataset = read_coco(default_split("val") / "annotations.json")
+    if set(dataset.labels) != set(model.spec.labels):
+        print("ssdkit export: the model's labels are not the synthetic shapes; mAP in the report is not meaningful",
+              file=sys.stderr)
+    report = build_report(fp32, int8, fp32_raw, int8_raw, dataset)
+    paths = write_report(report, out_dir)
+    summary = report["int8_vs_fp32"]
+    print(f"ssdkit export: int8 vs fp32: mAP@0.5 drop {summary['mAP@0.5_drop_points']} points, "
+          f"speed x{summary['speedup']}, size x{summary['size_ratio']} (see {paths[1]})", file=sys.stderr)
+    if summary["mAP@0.5_drop_points"] > options.max_map_drop:
+        warnings.warn(f"int8 loses {summary['mAP@0.5_drop_points']} points of mAP@0.5, "
+                      f"more than the budget of {options.max_map_drop}", stacklevel=2)
+    return [fp32, int8_raw, fp32_raw, *paths]
 
 
 def _not_yet(name: str) -> Exporter:

@@ -94,7 +94,8 @@ class Detector:
     def detect_batch(self, images) -> list[list[Detection]]:
         return [self.detect(image) for image in images]
 
-    def _output(self, raw: dict, role: str) -> np.ndarray:
+    def raw_output(self, raw: dict, role: str) -> np.ndarray:
+        """The output playing ``role`` in a backend result, dequantized to float32."""
         name = self.roles.name_of(role)
         info = self._outputs[name]
         value = raw[name]
@@ -104,13 +105,13 @@ class Detector:
 
     def _decode(self, raw: dict):
         if self.roles.kind == "detections":
-            boxes = self._output(raw, "detection_boxes").reshape(-1, 4)
-            classes = self._output(raw, "detection_classes").reshape(-1)
-            scores = self._output(raw, "detection_scores").reshape(-1)
-            count = int(self._output(raw, "num_detections").reshape(-1)[0])
+            boxes = self.raw_output(raw, "detection_boxes").reshape(-1, 4)
+            classes = self.raw_output(raw, "detection_classes").reshape(-1)
+            scores = self.raw_output(raw, "detection_scores").reshape(-1)
+            count = int(self.raw_output(raw, "num_detections").reshape(-1)[0])
             return boxes, classes, scores, count
-        encodings = self._output(raw, "box_encodings").reshape(-1, 4)
-        scores = self._output(raw, "class_predictions").reshape(encodings.shape[0], -1)
+        encodings = self.raw_output(raw, "box_encodings").reshape(-1, 4)
+        scores = self.raw_output(raw, "class_predictions").reshape(encodings.shape[0], -1)
         if not self.roles.scores_activated:
             scores = postprocess.activate(scores, self.spec.postprocessing.score_activation)
         post = self.spec.postprocessing

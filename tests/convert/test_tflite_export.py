@@ -143,3 +143,22 @@ def test_detecting_on_a_tflite_file_never_imports_tensorflow(variants):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False"]
+
+
+def test_int8_export_writes_the_quantization_report(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("SSDKIT_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning):
+        model = prepare_model("ssd_mnv2", width=0.35, input_size=(SIZE, SIZE), labels=("circle", "square", "triangle", "cross"),
+                              backbone_weights="none")
+    written = export(model, "tflite", tmp_path / "out", ExportOptions(calib_samples=8))
+    names = sorted(p.name for p in written)
+    assert names == sorted(["saved_model", "ssd_mnv2_int8.tflite", "ssd_mnv2_fp32.tflite", "ssd_mnv2_int8_nonms.tflite",
+                            "ssd_mnv2_fp32_nonms.tflite", "report.json", "report.md"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["models"]["int8"]["size_mb"] < 0.5 * report["models"]["fp32"]["size_mb"]
+    assert report["evaluation_set"]["images"] == 100
+    assert 0 <= report["int8_vs_fp32"]["detection_agreement"] <= 1
+    assert set(report["int8_vs_fp32"]["raw_output_difference"]) == {"box_encodings", "class_predictions"}
+    assert "| ssd_mnv2_int8.tflite |" in (tmp_path / "out" / "report.md").read_text()

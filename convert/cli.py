@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
     tflite.add_argument("--max-map-drop", type=float, default=1.0, help="int8: mAP@0.5 points the report accepts (default 1)")
+    onnx = export.add_argument_group("ONNX")
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    onnx.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
     export.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (default 0)")
     export.set_defaults(handler=_export)
 
@@ -119,7 +122,8 @@ def _export(args) -> int:
         backbone_weights=args.backbone_weights, seed=args.seed,
     )
     options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
-                            report=not args.no_report, max_map_drop=args.max_map_drop)
+                            report=not args.no_report, max_map_drop=args.max_map_drop, opset=args.opset,
+                            dynamic_batch=args.dynamic_batch)
     for path in export(model, args.format, out, options):
         print(path)
     return 0

@@ -24,6 +24,8 @@ class ExportOptions:
     tflite: TFLiteOptions = TFLiteOptions()
     calib_data: str | None = None  # None: the built-in synthetic images
     calib_samples: int = 100
+    opset: int = 17
+    dynamic_batch: bool = False
     report: bool = True  # int8 only: compare with fp32 in report.json / report.md
     max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
 
@@ -85,17 +87,18 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
     return [fp32, int8_raw, fp32_raw, *paths]
 
 
-def _not_yet(name: str) -> Exporter:
-    def unavailable(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
-        raise RuntimeError(f"{name} export is not yet available in this version of ssdkit; use --format savedmodel")
+def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
+    from .keras2savedmodel import export_savedmodel
+    from .savedmodel2onnx import export_onnx
 
-    return unavailable
+    saved_model = export_savedmodel(model, out_dir / "saved_model")
+    return [saved_model, export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]
 
 
 EXPORTERS: dict[str, Exporter] = {
     "savedmodel": _savedmodel,
     "tflite": _tflite,
-    "onnx": _not_yet("ONNX"),
+    "onnx": _onnx,
 }
 
 

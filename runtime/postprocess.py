@@ -224,3 +224,58 @@ def batched_nms(
         span = np.float32(boxes.max() - boxes.min() + 1.0)
         boxes = boxes + (np.asarray(class_ids, np.float32) * span)[:, None]
     return nms_single_class(boxes, scores, max_output, score_threshold, iou_threshold)
+
+
+def decode_pixel_scaled(raw_boxes: np.ndarray, anchors: np.ndarray, scales: Sequence[float],
+                        xywh_order: bool = True, exponential_size: bool = False,
+                        fixed_anchor_size: bool = True) -> np.ndarray:
+    """MediaPipe ``TensorsToDetectionsCalculator`` box decoding (e.g. BlazeFace).
+
+    ``raw_boxes`` [A, >=4] hold the centre offset and size in units of the
+    scales (BlazeFace: x, y, w, h over 128 pixels); ``anchors`` [A, 4] are
+    (ycenter, xcenter, h, w), and with ``fixed_anchor_size`` their size counts
+    as 1 as MediaPipe's fixed-size anchors do. ``scales`` = (y, x, h, w).
+    Returns float32 (ymin, xmin, ymax, xmax).
+    """
+    raw = np.asarray(raw_boxes, np.float32)[:, :4]
+    if xywh_order:
+        raw = raw[:, [1, 0, 3, 2]]
+    anchors = np.asarray(anchors, np.float32)
+    ah = np.ones(len(anchors), np.float32) if fixed_anchor_size else anchors[:, 2]
+    aw = np.ones(len(anchors), np.float32) if fixed_anchor_size else anchors[:, 3]
+    sy, sx, sh, sw = (np.float32(s) for s in scales)
+    yc = raw[:, 0] / sy * ah + anchors[:, 0]
+    xc = raw[:, 1] / sx * aw + anchors[:, 1]
+    if exponential_size:
+        h, w = np.exp(raw[:, 2] / sh) * ah, np.exp(raw[:, 3] / sw) * aw
+    else:
+        h, w = raw[:, 2] / sh * ah, raw[:, 3] / sw * aw
+    return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=1).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, score_threshold: float = 0.0,
+                 max_output: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's WEIGHTED non-max suppression: each kept detection's box is
+    the score-weighted mean of every remaining box overlapping it by more than
+    ``iou_threshold`` (itself included); its score stays its own.
+
+    Returns (boxes [K, 4], scores [K], index of each cluster's top box [K]).
+    """
+    boxes = np.asarray(boxes, np.float32)
+    scores = np.asarray(scores, np.float32)
+    remaining = np.argsort(-scores, kind="stable")
+    out_boxes, out_scores, out_index = [], [], []
+    while remaining.size and len(out_boxes) < max_output:
+        top = remaining[0]
+        if scores[top] < score_threshold:
+            break
+        cluster = iou_one_to_many(boxes[top], boxes[remaining]) > np.float32(iou_threshold)
+        cluster[0] = True
+        members = remaining[cluster]
+        weights = scores[members]
+        out_boxes.append((boxes[members] * weights[:, None]).sum(axis=0) / weights.sum())
+        out_scores.append(scores[top])
+        out_index.append(top)
+        remaining = remaining[~cluster]
+    return (np.array(out_boxes, np.float32).reshape(-1, 4), np.array(out_scores, np.float32),
+            np.array(out_index, np.int64))

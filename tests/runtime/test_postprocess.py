@@ -179,3 +179,22 @@ def test_activations_and_dequantization():
     np.testing.assert_allclose(pp.dequantize(np.array([-128, 0], np.int8), 0.5, -128), [0, 64])
     with pytest.raises(ValueError, match="unknown score activation 'relu'"):
         pp.activate(x, "relu")
+
+
+def test_pixel_scaled_decoding_like_blazeface():
+    anchors = np.array([[0.5, 0.25, 1.0, 1.0]], np.float32)  # (yc, xc, h, w); fixed size counts as 1
+    raw = np.array([[12.8, -6.4, 32.0, 64.0]], np.float32)  # x, y, w, h in 128-pixel units
+    box = pp.decode_pixel_scaled(raw, anchors, (128, 128, 128, 128))
+    yc, xc, h, w = 0.5 - 0.05, 0.25 + 0.1, 0.5, 0.25
+    np.testing.assert_allclose(box, [[yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2]], atol=1e-6)
+
+
+def test_weighted_nms_blends_overlapping_boxes_by_score():
+    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.0, 0.1, 1.0, 1.1], [2.0, 2.0, 3.0, 3.0]], np.float32)
+    scores = np.array([0.9, 0.3, 0.8], np.float32)
+    out, kept_scores, index = pp.weighted_nms(boxes, scores, iou_threshold=0.5)
+    assert list(index) == [0, 2] and list(kept_scores) == [pytest.approx(0.9), pytest.approx(0.8)]
+    np.testing.assert_allclose(out[0], [0.0, 0.3 * 0.1 / 1.2, 1.0, 1.0 + 0.3 * 0.1 / 1.2], atol=1e-6)
+    np.testing.assert_allclose(out[1], boxes[2])
+    _, _, index = pp.weighted_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.85)
+    assert list(index) == [0]

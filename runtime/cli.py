@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     detect.add_argument("--spec", help="spec JSON for a model without an embedded one")
     detect.add_argument("--backend", help="tflite, edgetpu or onnx (default: from the file name)")
     detect.add_argument("--threads", type=int, help="interpreter threads")
+    detect.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
     detect.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
     detect.set_defaults(handler=_detect)
 
@@ -67,7 +68,7 @@ def _detect(args) -> int:
     from .detector import Detector
 
     detector = Detector(args.model, spec=args.spec, threads=args.threads, score_threshold=args.threshold,
-                        backend=args.backend)
+                        backend=args.backend, device=args.device)
     paths = _images(Path(args.images))
     out = Path(args.out) if args.out else None
     records, failed = [], 0

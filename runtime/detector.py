@@ -46,11 +46,19 @@ class Detector:
       threads: interpreter threads (default: the backend's).
       score_threshold: detections below it are dropped.
       backend: ``tflite``, ``edgetpu`` or ``onnx`` (default: from the file name).
+      device: a device profile name (``ssdkit devices``): its threads and delegate.
     """
 
     def __init__(self, model_path: str | Path, spec: ModelSpec | str | Path | None = None, threads: int | None = None,
-                 score_threshold: float = 0.5, backend: str | None = None):
+                 score_threshold: float = 0.5, backend: str | None = None, device: str | None = None):
         self.model_path = Path(model_path)
+        if device is not None:
+            from ssdkit.devices.profiles import load_profile
+
+            profile = load_profile(device)
+            threads = threads or profile.threads
+            if backend is None and profile.delegate == "edgetpu" and self.model_path.suffix == ".tflite":
+                backend = "edgetpu"
         self.backend = open_backend(self.model_path, backend, threads)
         if isinstance(spec, (str, Path)):
             spec = ModelSpec.from_json(Path(spec).read_text())

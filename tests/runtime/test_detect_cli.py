@@ -30,7 +30,7 @@ def test_detect_folder_with_json_and_annotations(model, tmp_path, capsys):
         Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(images / name)
     (images / "broken.jpg").write_bytes(b"nope")
     out = tmp_path / "out"
-    code = main(["detect", str(model), str(images), "--json", "--threshold", "0", "--out", str(out)])
+    code = main(["detect", str(model), str(images), "--json", "--threshold", "0", "--out", str(out), "--device", "rpi4"])
     stdout, stderr = capsys.readouterr()
     assert code == 1  # one image could not be read
     assert "broken.jpg: skipped" in stderr

@@ -54,6 +54,8 @@ def register(subparsers) -> None:
     tflite.add_argument("--score-threshold", type=float, help="NMS score threshold (default: the model's)")
     tflite.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's, 0.6)")
     tflite.add_argument("--detections-per-class", type=int, help="regular NMS: detections per class (default 100)")
+    tflite.add_argument("--edgetpu", action="store_true",
+                        help="int8 for the Edge TPU: compatibility report, and edgetpu_compiler if installed")
     tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON (default: synthetic)")
     tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
@@ -113,7 +115,7 @@ def _export(args) -> int:
     tflite = TFLiteOptions(
         quant=args.quant, io=args.io, nms=not args.no_nms, regular_nms=args.regular_nms,
         max_detections=args.max_detections, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-        detections_per_class=args.detections_per_class,
+        detections_per_class=args.detections_per_class, edgetpu=args.edgetpu,
     )
     out = Path(args.out or f"build/{args.model}")
     check_writable_folder(out)

@@ -49,9 +49,14 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
     if options.tflite.quant == "int8":
         calibration = representative_images(options.calib_data, options.calib_samples)
     saved_model = export_savedmodel(model, out_dir / "saved_model")
-    written = [saved_model, export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)]
+    tflite = export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)
+    written = [saved_model, tflite]
+    if options.tflite.edgetpu:
+        from .edgetpu import prepare
+
+        written += prepare(tflite)
     if options.tflite.quant == "int8" and options.report:
-        written += _quantization_report(saved_model, model, out_dir, options, calibration, written[-1])
+        written += _quantization_report(saved_model, model, out_dir, options, calibration, tflite)
     return written
 
 

@@ -1,47 +1,66 @@
 """SavedModel (``raw`` signature) -> TFLite, in every quantization.
 
-Files written to the output folder, named ``<model>_<quant>[_nonms].tflite``:
-``ssd_mnv2_int8.tflite`` (full-integer, calibrated, uint8 I/O, embedded NMS:
-the default), ``ssd_mnv2_fp32.tflite``, ``ssd_mnv2_fp16.tflite``,
-``ssd_mnv2_dynamic.tflite``, and ``..._nonms.tflite`` without the
-postprocess op. Every file carries its spec, with output roles, in the
-appended zip that ``ssdkit.runtime.model_files`` reads.
+File names in the output folder: ``<model>_<quant>[_nonms].tflite``, e.g.
+``ssd_mnv2_int8.tflite`` (full-integer, calibrated, uint8 input, embedded
+NMS: the default), ``ssd_mnv2_fp32.tflite``, ``ssd_mnv2_fp16.tflite``,
+``ssd_mnv2_dynamic.tflite``, ``ssd_mnv2_int8_nonms.tflite`` (raw outputs).
+``--edgetpu`` adds ``ssd_mnv2_int8_edgetpu_report.md`` and, when the
+compiler is installed, its ``ssd_mnv2_int8_edgetpu.tflite`` (``edgetpu.py``).
 
-The graph converted is: normalized image -> network -> sigmoid scores ->
-``TFLite_Detection_PostProcess`` (or the raw box encodings and scores).
-TFLite emits the custom op only when converting from a SavedModel, so the
-graph is saved to a temporary SavedModel first.
+The graph converted is: normalized image -> network -> activated scores ->
+``TFLite_Detection_PostProcess`` (boxes, classes, scores, count as the TF OD
+API's TFLite models give them), or the raw box encodings and activated
+scores (``nms=False``; the runtime's shared NMS does the rest). Every file
+carries its spec, with output roles and the postprocessing it was built
+with, in the appended zip that ``ssdkit.runtime.model_files`` reads.
+
+NMS defaults come from the spec (100 detections, 100 per class, IoU 0.6,
+score 1e-8), the same as the SavedModel's and ONNX's, not the OD API's
+TFLite export defaults (10 detections): one model, one behaviour.
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from ssdkit.fileio import atomic_path
-from ssdkit.runtime.model_files import LABELS_NAME, SPEC_NAME, append_associated_files
+from ssdkit.runtime.model_files import embed_in_tflite
 from ssdkit.runtime.preprocess import preprocess
 from ssdkit.runtime.spec import ModelSpec, OutputRoles
 
 from .keras2savedmodel import scores_from_logits
-from .tflite_flatbuffer import set_custom_options
+from .tflite_flatbuffer import ops, set_custom_options, signature_outputs
 from .tflite_postprocess import OP_NAME, DetectionPostProcessOptions, detection_postprocess
 
 Quant = Literal["fp32", "fp16", "dynamic", "int8"]
 QUANTS = ("fp32", "fp16", "dynamic", "int8")
 IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8, "float": tf.float32}
 DETECTION_ROLES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+RAW_ROLES = ("box_encodings", "class_predictions")
+_PROGRESS_EVERY = 25
 
 
 @dataclass(frozen=True)
 class TFLiteOptions:
-    """``ssdkit export --format tflite`` options; NMS defaults come from the spec."""
+    """``ssdkit export --format tflite`` options.
+
+    quant: fp32, fp16 (weights), dynamic (int8 weights, float activations) or
+      int8 (full-integer: weights and activations, calibrated).
+    io: int8 only: the model's input and raw-output type; uint8 (cameras,
+      Coral), int8, or float (float I/O around the int8 body). The
+      postprocess op's outputs are float32 whatever the body.
+    nms: embed ``TFLite_Detection_PostProcess``; False gives raw outputs.
+    regular_nms: per-class NMS in the op instead of the fast class-agnostic one.
+    max_detections, score_threshold, iou_threshold, detections_per_class:
+      the op's settings; None takes the spec's postprocessing values.
+    edgetpu: int8 for the Edge TPU compiler, with a compatibility report.
+    """
 
     quant: Quant = "int8"
     io: Literal["uint8", "int8", "float"] = "uint8"
@@ -51,6 +70,7 @@ class TFLiteOptions:
     score_threshold: float | None = None
     iou_threshold: float | None = None
     detections_per_class: int | None = None
+    edgetpu: bool = False
 
     def __post_init__(self):
         if self.quant not in QUANTS:
@@ -59,34 +79,59 @@ class TFLiteOptions:
             raise ValueError(f"unknown I/O type {self.io!r}, expected one of {', '.join(IO_TYPES)}")
         if self.iou_threshold is not None and not 0 < self.iou_threshold <= 1:
             raise ValueError(f"IoU threshold {self.iou_threshold} must be in (0, 1]")
+        if self.score_threshold is not None and not 0 <= self.score_threshold < 1:
+            raise ValueError(f"score threshold {self.score_threshold} must be in [0, 1)")
         for name in ("max_detections", "detections_per_class"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name.replace('_', ' ')} {value} must be at least 1")
+        if self.edgetpu and self.quant != "int8":
+            raise ValueError(f"the Edge TPU runs full-integer models only: use --quant int8, not {self.quant}")
+        if self.edgetpu and self.io == "float":
+            raise ValueError("the Edge TPU needs 8-bit input: use --io uint8 or int8, not float "
+                             "(a float input's quantize op would put the whole model on the CPU)")
 
     def file_name(self, model_name: str) -> str:
         return f"{model_name}_{self.quant}{'' if self.nms else '_nonms'}.tflite"
 
-    def op_options(self, spec: ModelSpec) -> DetectionPostProcessOptions:
+    def postprocessing(self, spec: ModelSpec):
+        """The spec's postprocessing with this export's overrides."""
         post = spec.postprocessing
+        return dataclasses.replace(
+            post,
+            max_detections=self.max_detections or post.max_detections,
+            score_threshold=post.score_threshold if self.score_threshold is None else self.score_threshold,
+            iou_threshold=self.iou_threshold or post.iou_threshold,
+            detections_per_class=self.detections_per_class or post.detections_per_class,
+        )
+
+    def op_options(self, spec: ModelSpec) -> DetectionPostProcessOptions:
+        post = self.postprocessing(spec)
         sy, sx, sh, sw = spec.box_coder.scales
         return DetectionPostProcessOptions(
-            max_detections=self.max_detections or post.max_detections,
-            num_classes=spec.num_classes,
-            nms_score_threshold=post.score_threshold if self.score_threshold is None else self.score_threshold,
-            nms_iou_threshold=self.iou_threshold or post.iou_threshold,
-            detections_per_class=self.detections_per_class or post.detections_per_class,
-            use_regular_nms=self.regular_nms,
+            max_detections=post.max_detections, num_classes=spec.num_classes,
+            nms_score_threshold=post.score_threshold, nms_iou_threshold=post.iou_threshold,
+            detections_per_class=post.detections_per_class, use_regular_nms=self.regular_nms,
             y_scale=sy, x_scale=sx, h_scale=sh, w_scale=sw,
         )
 
 
-def _conversion_graph(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, out_dir: Path) -> None:
-    """Saves the graph to convert: the ``raw`` signature plus scores and the op."""
+def _load(saved_model: Path):
+    """The loaded SavedModel (seconds: do it once). Keep it referenced while
+    converting: its ``raw`` signature only holds weak references to the variables."""
+    if not (Path(saved_model) / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{saved_model}: not a SavedModel folder (no saved_model.pb)")
     loaded = tf.saved_model.load(str(saved_model))
     if "raw" not in loaded.signatures:
         raise ValueError(f"{saved_model}: SavedModel has no 'raw' signature; export it with ssdkit")
-    raw = loaded.signatures["raw"]
+    return loaded
+
+
+def _graph(raw, spec: ModelSpec, options: TFLiteOptions):
+    """The concrete function to convert, and an object tracking its variables.
+
+    Tracking only the variables (not the loaded SavedModel with its hundreds of
+    Keras functions) keeps the converter's internal save and load quick."""
     height, width = spec.input_size
     anchors = tf.constant(spec.anchors_center_size())
 
@@ -98,39 +143,31 @@ def _conversion_graph(saved_model: Path, spec: ModelSpec, options: TFLiteOptions
             return {"box_encodings": outputs["box_encodings"], "class_predictions": scores}
         return detection_postprocess(outputs["box_encodings"], scores, anchors, options.op_options(spec))
 
-    module = tf.Module()
-    module.loaded = loaded
-    module.detect = detect
-    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": detect.get_concrete_function()})
+    variables = tf.Module()
+    variables.tracked = list(raw.variables)
+    return detect.get_concrete_function(), variables
 
 
-def _representative(spec: ModelSpec, images: Iterable[np.ndarray]) -> Callable:
-    def dataset():
-        count = 0
-        for image in images:
-            tensor, _ = preprocess(image, spec.preprocessing)
-            count += 1
-            if count % 25 == 0:
-                print(f"ssdkit export: calibrating, {count} images", file=sys.stderr)
-            yield [tensor]
-        if count == 0:
-            raise ValueError("no calibration images: the representative data source is empty")
+def _representative(spec: ModelSpec, images: Sequence[np.ndarray]):
+    """Calibration tensors: the device's own preprocessing of each image."""
+    def dataset() -> Iterator[list[np.ndarray]]:
+        for count, image in enumerate(images, 1):
+            if count % _PROGRESS_EVERY == 0 or count == len(images):
+                print(f"ssdkit export: calibrating, {count}/{len(images)} images", file=sys.stderr)
+            yield [preprocess(image, spec.preprocessing)[0]]
 
     return dataset
 
 
-def _convert(graph_dir: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Iterable[np.ndarray] | None) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(graph_dir))
+def _convert(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray] | None) -> bytes:
+    function, variables = _graph(raw, spec, options)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], variables)
     converter.allow_custom_ops = True
+    if options.quant != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if options.quant == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif options.quant == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif options.quant == "int8":
-        if calibration is None:
-            raise ValueError("int8 export needs representative images for calibration")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative(spec, calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = IO_TYPES[options.io]
@@ -140,46 +177,52 @@ def _convert(graph_dir: Path, spec: ModelSpec, options: TFLiteOptions, calibrati
 
 
 def _output_roles(model: bytes, options: TFLiteOptions) -> OutputRoles:
-    """Names the output tensors: the op's outputs come out of the converter as
-    ``<call>:0..3`` = boxes, classes, scores, count; raw ones keep their
-    signature keys in the signature runner's output map."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model)
-    runner = interpreter.get_signature_runner()
-    details = runner.get_output_details()
+    """Names the outputs from the graph: the op's outputs are (boxes,
+    classes, scores, count) by definition; raw ones keep their signature keys."""
     if options.nms:
-        by_index = sorted(details.values(), key=lambda d: d["name"])
-        # The signature's outputs are output_0..3 in the op's order.
-        ordered = [details[k]["name"] for k in sorted(details)]
-        if len(ordered) != 4:
-            raise RuntimeError(f"the converted model has {len(by_index)} outputs, expected the op's 4")
-        return OutputRoles("detections", tuple(zip(DETECTION_ROLES, ordered)))
-    return OutputRoles(
-        "raw", tuple((role, details[role]["name"]) for role in ("box_encodings", "class_predictions")),
-        scores_activated=True,
-    )
+        (op,) = [op for op in ops(model) if op.name == OP_NAME]
+        return OutputRoles("detections", tuple(zip(DETECTION_ROLES, (t.name for t in op.outputs))))
+    names = signature_outputs(model)
+    return OutputRoles("raw", tuple((role, names[role]) for role in RAW_ROLES), scores_activated=True)
+
+
+def _check_calibration(calibration: Sequence[np.ndarray] | None, spec: ModelSpec) -> Sequence[np.ndarray]:
+    if not calibration:
+        raise ValueError("int8 export needs representative images for calibration, got none")
+    for image in calibration:
+        preprocess(image, spec.preprocessing)  # fails here, not inside the converter, on a bad image
+    return calibration
+
+
+def export_tflite_variants(
+    saved_model: Path, spec: ModelSpec, out_dir: Path, variants: Sequence[TFLiteOptions],
+    calibration: Sequence[np.ndarray] | None = None,
+) -> list[Path]:
+    """Converts ``saved_model`` once per variant, loading it once, and writes
+    each ``out_dir/<file_name>`` atomically. ``calibration``: RGB uint8
+    images, needed by int8 variants."""
+    if any(v.quant == "int8" for v in variants):
+        calibration = _check_calibration(calibration, spec)
+    loaded = _load(saved_model)
+    written = []
+    for options in variants:
+        target = Path(out_dir) / options.file_name(spec.name)
+        detail = f", calibrating on {len(calibration)} images" if options.quant == "int8" else ""
+        print(f"ssdkit export: converting to {target.name}{detail}", file=sys.stderr)
+        model = _convert(loaded.signatures["raw"], spec, options, calibration)
+        if options.nms:
+            # The converter drops detections_per_class (see tflite_flatbuffer.py).
+            model = set_custom_options(model, OP_NAME, {"detections_per_class": options.op_options(spec).detections_per_class})
+        file_spec = dataclasses.replace(spec, postprocessing=options.postprocessing(spec), outputs=_output_roles(model, options))
+        with atomic_path(target) as tmp_file:
+            tmp_file.write_bytes(embed_in_tflite(model, file_spec))
+        written.append(target)
+    return written
 
 
 def export_tflite(
     saved_model: Path, spec: ModelSpec, out_dir: Path, options: TFLiteOptions,
-    calibration: Iterable[np.ndarray] | None = None,
+    calibration: Sequence[np.ndarray] | None = None,
 ) -> Path:
-    """Converts ``saved_model`` and writes ``out_dir/<file_name>`` atomically."""
-    target = out_dir / options.file_name(spec.name)
-    print(f"ssdkit export: converting to {target.name}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="ssdkit-tflite-") as tmp:
-        graph_dir = Path(tmp) / "graph"
-        _conversion_graph(saved_model, spec, options, graph_dir)
-        model = _convert(graph_dir, spec, options, calibration)
-    if options.nms:
-        # The converter drops detections_per_class; write the value asked for.
-        model = set_custom_options(model, OP_NAME, {"detections_per_class": options.op_options(spec).detections_per_class})
-    file_spec = dataclasses.replace(spec, outputs=_output_roles(model, options))
-    model = append_associated_files(model, {
-        SPEC_NAME: file_spec.to_json().encode(),
-        LABELS_NAME: "".join(f"{label}\n" for label in spec.labels).encode(),
-    })
-    with atomic_path(target) as tmp_file:
-        tmp_file.write_bytes(model)
-    return target
+    """One variant: ``export_tflite_variants`` with a single options value."""
+    return export_tflite_variants(saved_model, spec, out_dir, [options], calibration)[0]

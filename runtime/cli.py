@@ -1,7 +1,9 @@
 """``ssdkit detect MODEL IMAGE_OR_DIR``: detections as JSON and annotated images.
 
 Exit code: 0 when every image was processed, 1 when some could not be read
-(each is reported), 2 for a bad model or arguments.
+(each is reported on stderr and skipped), 2 for a bad model, spec or arguments.
+Images are decoded and annotated with OpenCV, or Pillow when OpenCV is not
+installed; with neither the command stops with an error saying what to install.
 """
 from __future__ import annotations
 
@@ -9,18 +11,20 @@ import json
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def register(subparsers) -> None:
-    detect = subparsers.add_parser("detect", help="run a detector on images (TFLite, Edge TPU, ONNX)")
+    detect = subparsers.add_parser("detect", help="run a detector on images (TFLite, Edge TPU, ONNX)",
+                                   description=__doc__.splitlines()[0])
     detect.add_argument("model", help="a .tflite or .onnx file exported by ssdkit (or any SSD model with --spec)")
     detect.add_argument("images", help="an image file or a folder of images")
     detect.add_argument("--out", help="folder for annotated images and detections.jsonl")
     detect.add_argument("--json", action="store_true", help="print one JSON record per image on stdout")
-    detect.add_argument("--spec", help="spec JSON for a model without an embedded one")
-    detect.add_argument("--backend", help="tflite, edgetpu or onnx (default: from the file name)")
-    detect.add_argument("--threads", type=int, help="interpreter threads")
+    detect.add_argument("--spec", help="spec JSON (or a shipped spec's name) for a model without an embedded one")
+    detect.add_argument("--backend", help="tflite, litert, tflite_runtime, tensorflow, edgetpu or onnx "
+                                          "(default: from the file name)")
+    detect.add_argument("--threads", type=int, help="interpreter threads (default: the device profile's)")
     detect.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
     detect.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
     detect.set_defaults(handler=_detect)
@@ -28,38 +32,83 @@ def register(subparsers) -> None:
 
 def _images(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such image or folder")
     return [path]
 
 
-def _read(path: Path):
-    import numpy as np
-
+def _imaging():
+    """("cv2", module) or ("pil", module) for whichever is installed, else None."""
     try:
         import cv2
+
+        return "cv2", cv2
     except ImportError:
+        pass
+    try:
         from PIL import Image
 
-        with Image.open(path) as img:
+        return "pil", Image
+    except ImportError:
+        return None
+
+
+def _read(path: Path, imaging):
+    import numpy as np
+
+    kind, module = imaging
+    if kind == "cv2":
+        image = module.imread(str(path), module.IMREAD_COLOR)
+        if image is None:
+            raise OSError("not an image OpenCV can decode")
+        return module.cvtColor(image, module.COLOR_BGR2RGB)
+    try:
+        with module.open(path) as img:
             return np.asarray(img.convert("RGB"))
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError("not an image OpenCV can read")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    except Exception as exc:  # Pillow raises several types for broken files
+        raise OSError(f"not an image Pillow can decode ({exc})") from exc
 
 
-def _annotate(image, detections, target: Path) -> None:
-    from PIL import Image, ImageDraw
+def _annotated(image, detections, suffix: str, imaging) -> bytes:
+    """The image with boxes and labels drawn, encoded in the format ``suffix`` names."""
+    kind, module = imaging
+    text = [(d, f"{d.label} {d.score:.2f}") for d in detections]
+    if kind == "cv2":
+        canvas = module.cvtColor(image, module.COLOR_RGB2BGR)
+        for d, caption in text:
+            ymin, xmin, ymax, xmax = (int(round(v)) for v in d.box)
+            module.rectangle(canvas, (xmin, ymin), (xmax, ymax), (40, 40, 255), 2)
+            module.putText(canvas, caption, (xmin + 2, max(ymin + 12, 12)), module.FONT_HERSHEY_SIMPLEX, 0.4,
+                           (255, 255, 255), 1, module.LINE_AA)
+        ok, data = module.imencode(suffix, canvas)
+        if not ok:
+            raise OSError(f"OpenCV cannot encode {suffix} images")
+        return data.tobytes()
+    import io
 
-    img = Image.fromarray(image)
+    from PIL import ImageDraw
+
+    img = module.fromarray(image)
     draw = ImageDraw.Draw(img)
-    for d in detections:
+    for d, caption in text:
         ymin, xmin, ymax, xmax = d.box
         draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 40, 40), width=2)
-        draw.text((xmin + 2, ymin + 1), f"{d.label} {d.score:.2f}", fill=(255, 255, 255))
-    img.save(target, format="PNG")
+        draw.text((xmin + 2, ymin + 1), caption, fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    img.save(buffer, format=module.registered_extensions().get(suffix, "PNG"))
+    return buffer.getvalue()
+
+
+def _record(path: Path, detections, timings) -> dict:
+    return {
+        "image": str(path),
+        "detections": [{"box": [round(v, 2) for v in d.box], "label": d.label, "class_id": d.class_id,
+                        "score": round(d.score, 4)} for d in detections],
+        "timings_ms": {"preprocess": round(timings.preprocess * 1000, 2),
+                       "inference": round(timings.inference * 1000, 2),
+                       "postprocess": round(timings.postprocess * 1000, 2)},
+    }
 
 
 def _detect(args) -> int:
@@ -67,38 +116,40 @@ def _detect(args) -> int:
 
     from .detector import Detector
 
-    detector = Detector(args.model, spec=args.spec, threads=args.threads, score_threshold=args.threshold,
-                        backend=args.backend, device=args.device)
     paths = _images(Path(args.images))
+    if not paths:
+        raise ValueError(f"{args.images}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    imaging = _imaging()
+    if imaging is None:
+        raise RuntimeError("reading images needs OpenCV or Pillow; install one: "
+                           "pip install opencv-python-headless (or pillow)")
     out = Path(args.out) if args.out else None
     records, failed = [], 0
-    for path in paths:
-        try:
-            image = _read(path)
-        except OSError as exc:
-            print(f"ssdkit detect: {path}: skipped, cannot read image ({exc})", file=sys.stderr)
-            failed += 1
-            continue
-        detections = detector.detect(image)
-        record = {
-            "image": str(path),
-            "detections": [{"box": [round(v, 2) for v in d.box], "label": d.label, "class_id": d.class_id,
-                            "score": round(d.score, 4)} for d in detections],
-            "timings_ms": {k: round(v * 1000, 2) for k, v in vars(detector.timings).items()},
-        }
-        records.append(record)
-        if args.json:
-            print(json.dumps(record))
-        if out:
-            out.mkdir(parents=True, exist_ok=True)
-            with atomic_path(out / f"{path.stem}.png") as tmp:
-                _annotate(image, detections, tmp)
-    if out:
+    with Detector(args.model, device=args.device, spec=args.spec, threads=args.threads,
+                  score_threshold=args.threshold, backend=args.backend) as detector:
+        for path in paths:
+            try:
+                image = _read(path, imaging)
+            except OSError as exc:
+                print(f"ssdkit detect: {path}: skipped, cannot read image ({exc})", file=sys.stderr)
+                failed += 1
+                continue
+            detections = detector.detect(image)
+            record = _record(path, detections, detector.timings)
+            records.append(record)
+            if args.json:
+                print(json.dumps(record), flush=True)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                with atomic_path(out / path.name) as tmp:
+                    tmp.write_bytes(_annotated(image, detections, path.suffix.lower(), imaging))
+    if out is not None:
         with atomic_path(out / "detections.jsonl") as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     if not args.json:
-        print(f"ssdkit detect: {len(records)} images, {sum(len(r['detections']) for r in records)} detections"
-              + (f", {failed} unreadable" if failed else ""), file=sys.stderr)
-    if not paths:
-        raise ValueError(f"{args.images}: no images found")
+        for record in records:
+            found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"]) or "nothing"
+            print(f"{record['image']}: {found}")
+    print(f"ssdkit detect: {len(records)} images, {sum(len(r['detections']) for r in records)} detections"
+          + (f", {failed} unreadable" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

@@ -1,36 +1,55 @@
-"""Inference backends behind one small interface (``base.Backend``)."""
+"""Inference backends behind one small interface (``base.Backend``).
+
+Each backend module imports its library only when a model is opened with it,
+so ``import ssdkit.runtime`` stays cheap and never pulls in TensorFlow.
+"""
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 from .base import Backend, TensorInfo
 
-BACKENDS = ("tflite", "edgetpu", "onnx")
+# ``tflite``: the first installed interpreter (ai-edge-litert, tflite-runtime,
+# then TensorFlow's tf.lite); ``litert``, ``tflite_runtime``, ``tensorflow``:
+# that one; ``edgetpu``: TFLite with the Edge TPU delegate.
+BACKENDS = ("tflite", "litert", "tflite_runtime", "tensorflow", "edgetpu", "onnx")
 
 
-def open_backend(model_path: str | Path, name: str | None = None, threads: int | None = None) -> Backend:
-    """Opens ``model_path`` with ``name`` or, by default, the backend its file calls for:
-    ``.onnx`` -> ONNX Runtime, ``*_edgetpu.tflite`` -> TFLite with the Edge TPU
-    delegate, other ``.tflite`` -> the TFLite interpreter."""
+def backend_for_file(path: Path) -> str:
+    """The backend a file calls for: ``.onnx`` -> ONNX Runtime, a model the
+    Edge TPU compiler wrote (``*_edgetpu.tflite``) -> the Edge TPU delegate,
+    any other file -> the TFLite interpreter."""
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if path.name.lower().endswith("_edgetpu.tflite"):
+        return "edgetpu"
+    return "tflite"
+
+
+def open_backend(model_path: str | Path, name: str | None = None, threads: int | None = None,
+                 delegate_library: str | None = None) -> Backend:
+    """Opens ``model_path`` with backend ``name`` (default: ``backend_for_file``).
+
+    ``delegate_library`` overrides the Edge TPU library name (default: the
+    platform's, e.g. ``libedgetpu.so.1`` on Linux).
+    """
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
-    if name is None:
-        if path.suffix == ".onnx":
-            name = "onnx"
-        elif path.name.endswith("_edgetpu.tflite"):
-            name = "edgetpu"
-        else:
-            name = "tflite"
+    name = name or backend_for_file(path)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}, expected one of {', '.join(BACKENDS)}")
     if name == "onnx":
         from .onnx import OnnxBackend
 
         return OnnxBackend(path, threads)
-    if name in ("tflite", "edgetpu"):
-        from .tflite import TFLiteBackend
+    from .tflite import EDGETPU_LIBRARIES, TFLiteBackend
 
-        return TFLiteBackend(path, threads, edgetpu=name == "edgetpu")
-    raise ValueError(f"unknown backend {name!r}, expected one of {', '.join(BACKENDS)}")
+    if name == "edgetpu":
+        library = delegate_library or EDGETPU_LIBRARIES.get(platform.system(), EDGETPU_LIBRARIES["Linux"])
+        return TFLiteBackend(path, threads, delegate=library)
+    return TFLiteBackend(path, threads, interpreter=None if name == "tflite" else name)
 
 
-__all__ = ["BACKENDS", "Backend", "TensorInfo", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "TensorInfo", "backend_for_file", "open_backend"]

@@ -40,8 +40,8 @@ def test_detect_folder_with_json_and_annotations(model, tmp_path, capsys):
         assert record["detections"] and set(record["timings_ms"]) == {"preprocess", "inference", "postprocess"}
         ymin, xmin, ymax, xmax = record["detections"][0]["box"]
         assert 0 <= ymin <= ymax <= 60 and 0 <= xmin <= xmax <= 80
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "detections.jsonl"]
-    assert Image.open(out / "a.png").size == (80, 60)
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.png", "detections.jsonl"]
+    assert Image.open(out / "a.jpg").size == (80, 60)
 
 
 def test_detect_bad_model_is_exit_2(tmp_path, capsys):

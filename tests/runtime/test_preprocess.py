@@ -9,9 +9,13 @@ from ssdkit.runtime.spec import Preprocessing
 def test_bilinear_resize_matches_opencv():
     cv2 = pytest.importorskip("cv2")
     image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    ours = resize_bilinear(image, 30, 40)
-    theirs = cv2.resize(image.astype(np.float32), (40, 30), interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+    exact = cv2.resize(image.astype(np.float32), (40, 30), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(resize_bilinear(image.astype(np.float32), 30, 40, opencv=False), exact, atol=1e-3)
+    # uint8 stays uint8, rounded: numpy and OpenCV's fixed-point path agree to one grey level.
+    for opencv in (False, True):
+        ours = resize_bilinear(image, 30, 40, opencv=opencv)
+        assert ours.dtype == np.uint8
+        assert np.abs(ours.astype(np.float32) - exact).max() <= 1.0
 
 
 def test_normalization_and_input_quantization():
@@ -20,7 +24,8 @@ def test_normalization_and_input_quantization():
     tensor, _ = preprocess(image, pre)
     np.testing.assert_allclose(tensor[0, 0, 0], [-1, -0.5 / 127.5, 1], atol=1e-6)
     quantized, _ = preprocess(image, pre, np.uint8, (1 / 127.5, 127))
-    assert quantized.dtype == np.uint8 and list(quantized[0, 0, 0]) == [0, 127, 254]
+    # 127 normalizes to -0.5 quantization steps: TFLite rounds half away from zero.
+    assert quantized.dtype == np.uint8 and list(quantized[0, 0, 0]) == [0, 126, 254]
 
 
 def test_letterbox_maps_boxes_back_to_the_image():

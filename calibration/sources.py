@@ -2,18 +2,20 @@
 
 A source yields RGB uint8 HxWx3 arrays; sizing and normalization happen in
 ``ssdkit.runtime.preprocess``, the code the device runs. Sources: an image
-folder, a video file (every Nth frame), a COCO JSON (its images), or nothing:
-the built-in synthetic images. Unreadable files are reported and skipped;
-fewer images than asked is a warning, none is an error.
+folder, a video file (every Nth frame), a COCO JSON or Pascal VOC dataset
+(its images), or nothing: the built-in synthetic images. Unreadable files and
+records with broken annotations are reported and skipped; fewer images than
+asked is a warning, none is an error.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from .datasets import is_voc, read_dataset
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -32,12 +34,10 @@ def _read_image(path: Path) -> np.ndarray | None:
 
 
 def _image_files(source: Path) -> list[Path]:
-    if source.is_dir():
+    if source.is_dir() and not is_voc(source):
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    data = json.loads(source.read_text())
-    if "images" not in data:
-        raise ValueError(f"{source}: not a COCO JSON (no 'images' list)")
-    return [source.parent / image["file_name"] for image in data["images"]]
+    # Calibration needs the images, not the boxes: a broken record is reported, not fatal.
+    return [record.path for record in read_dataset(source, skip_broken=True).records]
 
 
 def _video_frames(path: Path, every_nth: int) -> Iterator[np.ndarray]:

@@ -6,10 +6,14 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON data (default: synthetic shapes)")
+    train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON or VOC data (default: synthetic shapes)")
     train.add_argument("--model", default="ssd_mnv2", help="zoo name (default ssd_mnv2)")
-    train.add_argument("--data", help="training COCO JSON (default: the built-in synthetic train split)")
-    train.add_argument("--val-data", help="validation COCO JSON (default: the synthetic validation split)")
+    train.add_argument("--data", help="training data: COCO JSON or VOC folder or VOC split file "
+                       "(ImageSets/Main/NAME.txt) (default: the built-in synthetic train split)")
+    train.add_argument("--val-data", help="validation data: COCO JSON or VOC folder or VOC split file "
+                       "(default: the synthetic validation split)")
+    train.add_argument("--skip-broken", action="store_true",
+                       help="skip images with broken annotations (each one warned about) instead of stopping")
     train.add_argument("--out", help="output folder (default build/train/MODEL)")
     train.add_argument("--weights", help="start from this ssdkit checkpoint")
     train.add_argument("--backbone-weights", default="auto", help="ImageNet backbone: auto (Keras cache), none, or .h5")
@@ -32,7 +36,7 @@ def register(subparsers) -> None:
 
 def _train(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ssdkit.calibration.coco import read_coco
+    from ssdkit.calibration.datasets import read_dataset
     from ssdkit.calibration.synth import default_split
 
     from ..export import prepare_model
@@ -40,8 +44,8 @@ def _train(args) -> int:
 
     train_path = Path(args.data) if args.data else default_split("train") / "annotations.json"
     val_path = Path(args.val_data) if args.val_data else (None if args.data else default_split("val") / "annotations.json")
-    train_data = read_coco(train_path)
-    val_data = read_coco(val_path, labels=train_data.labels) if val_path else None
+    train_data = read_dataset(train_path, skip_broken=args.skip_broken)
+    val_data = read_dataset(val_path, train_data.labels, args.skip_broken) if val_path else None
     size = (args.input_size, args.input_size) if args.input_size else None
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup_steps,

@@ -1,0 +1,56 @@
+"""The runtime's cost around ``invoke()``, and int8 against fp32 latency.
+
+For each model: the median time of the bare interpreter (``set_tensor``,
+``invoke``, ``get_tensor``) and of ``Detector.detect`` on a 640x480 camera
+frame, whose difference is the runtime's preprocess + postprocess overhead.
+The target (issue 4): overhead under 10% of the int8 ssd_mnv2 inference time.
+
+    python benchmarks/runtime_overhead.py INT8.tflite [FP32.tflite] [--runs 50] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from ssdkit.runtime import Detector
+
+
+def median_ms(fn, runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def measure(path: str, runs: int, threads: int) -> dict[str, float]:
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    with Detector(path, threads=threads, score_threshold=0.3) as detector:
+        tensor = np.zeros(detector.backend.inputs[0].shape, detector.backend.inputs[0].dtype)
+        bare = median_ms(lambda: detector.backend.run(tensor), runs)
+        full = median_ms(lambda: detector.detect(frame), runs)
+    return {"invoke_ms": bare, "detect_ms": full, "overhead_ms": full - bare, "overhead_ratio": (full - bare) / bare}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("models", nargs="+", help="an int8 .tflite, then optionally its fp32 twin")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    results = {path: measure(path, args.runs, args.threads) for path in args.models}
+    for path, r in results.items():
+        print(f"{path}: invoke {r['invoke_ms']:.2f} ms, detect {r['detect_ms']:.2f} ms, runtime overhead "
+              f"{r['overhead_ms']:.2f} ms = {100 * r['overhead_ratio']:.1f}% of invoke (target < 10%)")
+    if len(args.models) == 2:
+        int8, fp32 = (results[p]["invoke_ms"] for p in args.models)
+        print(f"int8 / fp32 invoke latency: {int8 / fp32:.2f} (int8 {int8:.2f} ms, fp32 {fp32:.2f} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,9 @@ The graph converted is: normalized image -> network -> activated scores ->
 API's TFLite models give them), or the raw box encodings and activated
 scores (``nms=False``; the runtime's shared NMS does the rest). Every file
 carries its spec, with output roles and the postprocessing it was built
-with, in the appended zip that ``ssdkit.runtime.model_files`` reads.
+with, in the appended zip that ``ssdkit.runtime.model_files`` reads, and the
+standard TFLite metadata that names the labels file in that zip
+(``tflite_metadata.py``: MediaPipe's ObjectDetector loads the NMS models).
 
 NMS defaults come from the spec (100 detections, 100 per class, IoU 0.6,
 score 1e-8), the same as the SavedModel's and ONNX's, not the OD API's
@@ -36,6 +38,7 @@ from ssdkit.runtime.spec import ModelSpec, OutputRoles
 
 from .keras2savedmodel import scores_from_logits
 from .tflite_flatbuffer import ops, set_custom_options, signature_outputs
+from .tflite_metadata import with_metadata
 from .tflite_postprocess import OP_NAME, DetectionPostProcessOptions, detection_postprocess
 
 Quant = Literal["fp32", "fp16", "dynamic", "int8"]
@@ -214,6 +217,9 @@ def export_tflite_variants(
             # The converter drops detections_per_class (see tflite_flatbuffer.py).
             model = set_custom_options(model, OP_NAME, {"detections_per_class": options.op_options(spec).detections_per_class})
         file_spec = dataclasses.replace(spec, postprocessing=options.postprocessing(spec), outputs=_output_roles(model, options))
+        # Standard metadata first (it rebuilds the flatbuffer), then the zip of
+        # the files it names: labels.txt and ssdkit_spec.json.
+        model = with_metadata(model, file_spec)
         with atomic_path(target) as tmp_file:
             tmp_file.write_bytes(embed_in_tflite(model, file_spec))
         written.append(target)

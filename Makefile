@@ -18,12 +18,12 @@ WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
 DATA ?=
 STEPS ?= 20000
 
-.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights
+.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights bench
 
 help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
-	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json | demo-weights"
+	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights"
 	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8)"
 
 $(STAMP): pyproject.toml
@@ -58,5 +58,16 @@ demo-weights: $(STAMP)
 	$(BIN)/ssdkit train --model ssd_mnv2 --steps 5000 --batch-size 16 --lr 0.08 --warmup-steps 300 \
 		--eval-every 500 --eval-images 100 --checkpoint-every 200 --out build/train/demo --resume
 
+# Project performance targets as ratios measured in one run -> benchmarks/RESULTS.md (~5 min).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
 clean:
 	rm -rf build .pytest_cache
+
+# The camera loop's soak test: 4000 frames from a video file with every
+# output on; resident memory must stay flat. Not part of `make test`.
+.PHONY: soak
+soak: $(STAMP)
+	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat $(PYTEST_ARGS)
+

@@ -38,7 +38,9 @@ def register(subparsers) -> None:
     export.add_argument("--model", default="ssd_mnv2", help=f"zoo name: {', '.join(ZOO)} (default ssd_mnv2)")
     export.add_argument("--format", default="savedmodel", help="savedmodel, tflite or onnx (default savedmodel)")
     export.add_argument("--out", help="output folder (default build/MODEL/)")
-    export.add_argument("--weights", help="ssdkit checkpoint (.npz) to export; without it the model is untrained")
+    export.add_argument("--weights", default="auto",
+                        help="ssdkit checkpoint (.npz) to export, none (untrained), or auto (default): the shipped "
+                             "demo weights where the zoo has them (ssd_mnv2) and the network is not customised")
     export.add_argument("--backbone-weights", default="auto",
                         help="ImageNet backbone weights for an untrained model: auto (the Keras cache, if present), none, or an .h5 path")
     export.add_argument("--width", type=float, help="width multiplier (default 1.0)")
@@ -46,7 +48,8 @@ def register(subparsers) -> None:
     export.add_argument("--labels", type=_labels, help="labels file, one class per line (default: the 90 COCO slots)")
     export.add_argument("--num-classes", type=int, help="number of classes, named class_1..class_N (instead of --labels)")
     tflite = export.add_argument_group("TFLite")
-    tflite.add_argument("--quant", default="int8", help="fp32, fp16, dynamic or int8 (full-integer, calibrated; default)")
+    tflite.add_argument("--quant", help="fp32, fp16, dynamic or int8 (full-integer, calibrated; the TFLite default); "
+                                        "ONNX: fp32 (default) or int8 (static QDQ, calibrated)")
     tflite.add_argument("--io", default="uint8", help="int8 model input/output type: uint8 (default), int8 or float")
     tflite.add_argument("--no-nms", action="store_true", help="leave out the postprocess op: raw box encodings and scores")
     tflite.add_argument("--regular-nms", action="store_true", help="per-class NMS in the op (default: fast NMS)")
@@ -56,13 +59,15 @@ def register(subparsers) -> None:
     tflite.add_argument("--detections-per-class", type=int, help="regular NMS: detections per class (default 100)")
     tflite.add_argument("--edgetpu", action="store_true",
                         help="int8 for the Edge TPU: compatibility report, and edgetpu_compiler if installed")
-    tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON (default: synthetic)")
+    tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON, a VOC folder (default: synthetic)")
     tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
     tflite.add_argument("--max-map-drop", type=float, default=1.0, help="int8: mAP@0.5 points the report accepts (default 1)")
     onnx = export.add_argument_group("ONNX")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     onnx.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
+    onnx.add_argument("--onnx-nms", action="store_true",
+                      help="also MODEL_nms.onnx: box decoding and NonMaxSuppression in the graph, the OD API's four outputs")
     export.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (default 0)")
     export.set_defaults(handler=_export)
 
@@ -100,7 +105,7 @@ def _export(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssdkit.fileio import check_writable_folder
 
-    from .export import EXPORTERS, ExportOptions, export, prepare_model
+    from .export import EXPORTERS, ExportOptions, export, prepare_model, resolve_weights
     from .savedmodel2tflite import TFLiteOptions
     from .zoo import ModelConfig, get_entry, model_spec
 
@@ -110,22 +115,30 @@ def _export(args) -> int:
     get_entry(args.model)
     if args.format not in EXPORTERS:
         raise ValueError(f"unknown format {args.format!r}; expected one of {', '.join(EXPORTERS)}")
-    if args.weights is None:  # validate the options before the slow build
+    weights = resolve_weights(args.model, args.weights,
+                              customised=any(v is not None for v in (args.width, args.input_size, labels)))
+    if weights is None:  # validate the options before the slow build
         model_spec(ModelConfig(args.model, width=args.width or 1.0, input_size=args.input_size, labels=labels))
+    if args.format == "onnx":
+        from .onnx_quant import check_quant
+        from .savedmodel2onnx import check_opset
+
+        check_opset(args.opset)
+        check_quant(args.quant or "fp32")
     tflite = TFLiteOptions(
-        quant=args.quant, io=args.io, nms=not args.no_nms, regular_nms=args.regular_nms,
+        quant=args.quant or "int8", io=args.io, nms=not args.no_nms, regular_nms=args.regular_nms,
         max_detections=args.max_detections, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
         detections_per_class=args.detections_per_class, edgetpu=args.edgetpu,
     )
     out = Path(args.out or f"build/{args.model}")
     check_writable_folder(out)
     model = prepare_model(
-        args.model, args.weights, width=args.width, input_size=args.input_size, labels=labels,
+        args.model, weights, width=args.width, input_size=args.input_size, labels=labels,
         backbone_weights=args.backbone_weights, seed=args.seed,
     )
     options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
                             report=not args.no_report, max_map_drop=args.max_map_drop, opset=args.opset,
-                            dynamic_batch=args.dynamic_batch)
+                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32")
     for path in export(model, args.format, out, options):
         print(path)
     return 0

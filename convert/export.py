@@ -14,7 +14,7 @@ from typing import Callable
 from .checkpoint import apply_weights, read_checkpoint
 from .models.ssd import SSDModel, build_model, load_backbone_weights, warn_untrained
 from .savedmodel2tflite import TFLiteOptions
-from .zoo import ModelConfig
+from .zoo import ModelConfig, shipped_weights
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,9 @@ class ExportOptions:
     calib_samples: int = 100
     opset: int = 17
     dynamic_batch: bool = False
-    report: bool = True  # int8 only: compare with fp32 in report.json / report.md
+    onnx_nms: bool = False  # also <model>_nms[_int8].onnx: decoding and NonMaxSuppression in the graph
+    onnx_quant: str = "fp32"  # int8: also <model>_raw_int8.onnx (static QDQ) and onnx_report.json / .md
+    report: bool = True  # int8 only: compare with fp32 in report.json / .md (ONNX: onnx_report.json / .md)
     max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
 
 
@@ -63,12 +65,8 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
 def _quantization_report(saved_model, model, out_dir, options, calibration, int8) -> list[Path]:
     """Exports the fp32 twin and both raw variants, then measures what int8 costs."""
     import dataclasses
-    import warnings
 
-    from ssdkit.calibration.coco import read_coco
-    from ssdkit.calibration.synth import default_split
-
-    from .quant_report import build_report, write_report
+    from .quant_report import report_quantization
     from .savedmodel2tflite import export_tflite
 
     def variant(**changes):
@@ -76,28 +74,37 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
 
     fp32 = variant(quant="fp32")
     int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", nms=False)
-    print("ssdkit export: evaluating fp32 and int8 for the quantization report", file=sys.stderr)
-    dataset = read_coco(default_split("val") / "annotations.json")
-    if set(dataset.labels) != set(model.spec.labels):
-        print("ssdkit export: the model's labels are not the synthetic shapes; mAP in the report is not meaningful",
-              file=sys.stderr)
-    report = build_report(fp32, int8, fp32_raw, int8_raw, dataset)
-    paths = write_report(report, out_dir)
-    summary = report["int8_vs_fp32"]
-    print(f"ssdkit export: int8 vs fp32: mAP@0.5 drop {summary['mAP@0.5_drop_points']} points, "
-          f"speed x{summary['speedup']}, size x{summary['size_ratio']} (see {paths[1]})", file=sys.stderr)
-    if summary["mAP@0.5_drop_points"] > options.max_map_drop:
-        warnings.warn(f"int8 loses {summary['mAP@0.5_drop_points']} points of mAP@0.5, "
-                      f"more than the budget of {options.max_map_drop}", stacklevel=2)
-    return [fp32, int8_raw, fp32_raw, *paths]
+    report = report_quantization(fp32, int8, fp32_raw, int8_raw, model.spec.labels, out_dir, "report",
+                                 options.max_map_drop)
+    return [fp32, int8_raw, fp32_raw, *report]
 
 
 def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
-    from .keras2savedmodel import export_savedmodel
-    from .savedmodel2onnx import export_onnx
+    """The raw file, then what derives from it: int8, NMS variants, report."""
+    from ssdkit.calibration.sources import representative_images
 
+    from .keras2savedmodel import export_savedmodel
+    from .onnx_nms import export_onnx_nms
+    from .onnx_quant import check_quant, quantize_onnx
+    from .savedmodel2onnx import check_opset, export_onnx
+
+    check_opset(options.opset)  # the options first: a wrong one writes nothing
+    int8 = check_quant(options.onnx_quant) == "int8"
+    calibration = representative_images(options.calib_data, options.calib_samples) if int8 else None
     saved_model = export_savedmodel(model, out_dir / "saved_model")
-    return [saved_model, export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]
+    raw = [export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]
+    if int8:
+        raw.append(quantize_onnx(raw[0], calibration))
+    written = [saved_model, *raw]
+    if options.onnx_nms:
+        post = options.tflite.postprocessing(model.spec)  # --max-detections etc. apply to the ONNX NMS too
+        written += [export_onnx_nms(path, model.spec, post) for path in raw]
+    if int8 and options.report:
+        from .quant_report import report_quantization
+
+        written += report_quantization(raw[0], raw[1], raw[0], raw[1], model.spec.labels, out_dir, "onnx_report",
+                                       options.max_map_drop)
+    return written
 
 
 EXPORTERS: dict[str, Exporter] = {
@@ -105,6 +112,17 @@ EXPORTERS: dict[str, Exporter] = {
     "tflite": _tflite,
     "onnx": _onnx,
 }
+
+
+def resolve_weights(model_name: str, weights: str | Path | None, customised: bool) -> str | Path | None:
+    """``weights`` as the export commands take it: a checkpoint path, "none"
+    (untrained), or "auto"/None: the shipped demo checkpoint when the zoo has
+    one and the network asked for is the one it fits (no custom width, input
+    size or classes), else untrained."""
+    if weights not in (None, "auto"):
+        return None if str(weights) == "none" else weights
+    shipped = None if customised else shipped_weights(model_name)
+    return Path(str(shipped)) if shipped is not None else None
 
 
 def prepare_model(

@@ -5,82 +5,50 @@ latency (median of timed ``invoke`` runs after a warm-up), the difference of
 the raw outputs (box encodings and scores of the ``_nonms`` variants),
 detection agreement (fp32 detections matched by int8 ones of the same class
 at IoU >= 0.5) and COCO mAP on an evaluation set (default: the built-in
-synthetic validation split). Written as ``report.json`` and ``report.md``.
+synthetic validation split). Written as ``report.json`` and ``report.md``
+(TFLite) or ``onnx_report.json`` and ``onnx_report.md`` (ONNX, whose raw
+files are the ``_raw`` and ``_raw_int8`` ones).
 """
 from __future__ import annotations
 
 import json
-import platform
 import statistics
-import time
+import sys
+import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ssdkit.calibration.coco import Dataset
+from ssdkit.calibration.evaluate import load_dataset, predict_dataset
+from ssdkit.calibration.measure import machine_info, time_calls
 from ssdkit.calibration.metrics import coco_map
 from ssdkit.fileio import write_text_atomic
 from ssdkit.runtime import Detector
-from ssdkit.runtime.boxes import iou_matrix
 from ssdkit.runtime.preprocess import preprocess
+
+from .verify import detection_agreement, raw_difference, raw_outputs
 
 
 def _latency_ms(detector: Detector, runs: int = 20) -> float:
-    info = detector.backend.inputs[0]
-    tensor, _ = preprocess(np.zeros((64, 64, 3), np.uint8), detector.spec.preprocessing, info.dtype,
-                           (info.scale, info.zero_point))
-    for _ in range(3):
-        detector.backend.run(tensor)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        detector.backend.run(tensor)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def _detections(detector: Detector, dataset: Dataset, count: int):
-    out = []
-    for record in dataset.records[:count]:
-        found = detector.detect(dataset.load_image(record))
-        scale = np.array([record.height, record.width] * 2, np.float32)
-        boxes = np.array([d.box for d in found], np.float32).reshape(-1, 4) / scale
-        out.append((boxes, np.array([d.class_id for d in found]), np.array([d.score for d in found])))
-    return out
-
-
-def _agreement(reference, candidate, min_score: float = 0.5) -> float:
-    matched = total = 0
-    for (ref_boxes, ref_classes, ref_scores), (boxes, classes, _) in zip(reference, candidate):
-        keep = ref_scores >= min_score
-        total += int(keep.sum())
-        if not keep.any() or len(boxes) == 0:
-            continue
-        iou = iou_matrix(ref_boxes[keep], boxes)
-        same = ref_classes[keep][:, None] == classes[None, :]
-        matched += int(((iou >= 0.5) & same).any(axis=1).sum())
-    return matched / total if total else 1.0
+    """Median of ``invoke`` alone, so the report isolates what quantization changes."""
+    tensor, _ = preprocess(np.zeros((64, 64, 3), np.uint8), detector.spec.preprocessing, detector.backend.inputs[0])
+    return 1000 * statistics.median(time_calls(lambda _: detector.backend.run(tensor), runs, warmup=3))
 
 
 def _raw_difference(fp32_raw: Path, int8_raw: Path, dataset: Dataset, count: int) -> dict:
-    fp32, int8 = Detector(fp32_raw), Detector(int8_raw)
-    diffs = {"box_encodings": [], "class_predictions": []}
-    for record in dataset.records[:count]:
-        image = dataset.load_image(record)
-        outputs = []
-        for detector in (fp32, int8):
-            info = detector.backend.inputs[0]
-            tensor, _ = preprocess(image, detector.spec.preprocessing, info.dtype, (info.scale, info.zero_point))
-            raw = detector.backend.run(tensor)
-            outputs.append({role: detector.raw_output(raw, role) for role in diffs})
-        for role in diffs:
-            diffs[role].append(np.abs(outputs[0][role] - outputs[1][role]))
-    return {role: {"max": float(np.max(d)), "mean": float(np.mean(d))} for role, d in diffs.items()}
+    images = [dataset.load_image(record) for record in dataset.records[:count]]
+    outputs = []
+    for path in (fp32_raw, int8_raw):
+        with Detector(path) as detector:
+            outputs.append([raw_outputs(detector, image) for image in images])
+    return raw_difference(*outputs)
 
 
 def build_report(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, dataset: Dataset, count: int = 100) -> dict:
     detectors = {"fp32": Detector(fp32, score_threshold=0.01), "int8": Detector(int8, score_threshold=0.01)}
-    found = {name: _detections(d, dataset, count) for name, d in detectors.items()}
+    found = {name: predict_dataset(d, dataset, count) for name, d in detectors.items()}
     records = dataset.records[:count]
     models = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
@@ -94,16 +62,17 @@ def build_report(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, dataset
             "size_ratio": round(models["int8"]["size_mb"] / models["fp32"]["size_mb"], 3),
             "speedup": round(models["fp32"]["latency_ms"] / models["int8"]["latency_ms"], 3),
             "mAP@0.5_drop_points": round(100 * (models["fp32"]["mAP@0.5"] - models["int8"]["mAP@0.5"]), 2),
-            "detection_agreement": round(_agreement(found["fp32"], found["int8"]), 4),
+            "detection_agreement": round(detection_agreement(found["fp32"], found["int8"]), 4),
             "raw_output_difference": _raw_difference(fp32_raw, int8_raw, dataset, min(count, 20)),
         },
         "evaluation_set": {"source": str(dataset.source), "images": len(records)},
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine_info(),
     }
 
 
-def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
-    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
+def write_report(report: dict, out_dir: Path, name: str = "report") -> tuple[Path, Path]:
+    """``name.json`` and ``name.md`` in ``out_dir`` (each format's report has its own name)."""
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     write_text_atomic(json_path, json.dumps(report, indent=1) + "\n")
     m, q = report["models"], report["int8_vs_fp32"]
     raw = q["raw_output_difference"]
@@ -121,3 +90,24 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     ]
     write_text_atomic(md_path, "\n".join(lines))
     return json_path, md_path
+
+
+def report_quantization(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, labels: Sequence[str],
+                        out_dir: Path, name: str = "report", max_map_drop: float = 1.0) -> list[Path]:
+    """Measures int8 against fp32 on the evaluation set, writes the report,
+    says the result in one line and warns when mAP@0.5 drops by more than
+    ``max_map_drop`` points: the step every int8 export (TFLite, ONNX) ends with."""
+    print("ssdkit export: evaluating fp32 and int8 for the quantization report", file=sys.stderr)
+    dataset = load_dataset()
+    if set(dataset.labels) != set(labels):
+        print("ssdkit export: the model's labels are not the synthetic shapes; mAP in the report is not meaningful",
+              file=sys.stderr)
+    report = build_report(fp32, int8, fp32_raw, int8_raw, dataset)
+    paths = write_report(report, out_dir, name)
+    summary = report["int8_vs_fp32"]
+    drop = summary["mAP@0.5_drop_points"]
+    print(f"ssdkit export: int8 vs fp32: mAP@0.5 drop {drop} points, speed x{summary['speedup']}, "
+          f"size x{summary['size_ratio']} (see {paths[1]})", file=sys.stderr)
+    if drop > max_map_drop:
+        warnings.warn(f"int8 loses {drop} points of mAP@0.5, more than the budget of {max_map_drop}", stacklevel=3)
+    return list(paths)

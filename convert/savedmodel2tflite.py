@@ -152,12 +152,23 @@ def _graph(raw, spec: ModelSpec, options: TFLiteOptions):
 
 
 def _representative(spec: ModelSpec, images: Sequence[np.ndarray]):
-    """Calibration tensors: the device's own preprocessing of each image."""
+    """Calibration tensors: the device's own preprocessing of each image.
+
+    The first tensor gets one black and one white pixel, so the input's
+    calibrated range is exactly that of pixels 0..255: a uint8 input then
+    takes raw camera pixels (scale 1/std, zero point ~mean), as Coral's and
+    MediaPipe's pipelines feed it, with no visible effect on other ranges."""
+    black_white = np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)
+    extremes = preprocess(black_white, dataclasses.replace(spec.preprocessing, input_height=1, input_width=2))[0]
+
     def dataset() -> Iterator[list[np.ndarray]]:
         for count, image in enumerate(images, 1):
             if count % _PROGRESS_EVERY == 0 or count == len(images):
                 print(f"ssdkit export: calibrating, {count}/{len(images)} images", file=sys.stderr)
-            yield [preprocess(image, spec.preprocessing)[0]]
+            tensor = preprocess(image, spec.preprocessing)[0]
+            if count == 1:
+                tensor[0, 0, :2] = extremes[0, 0]
+            yield [tensor]
 
     return dataset
 

@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Literal
 
 from ssdkit.runtime.spec import (
@@ -121,6 +122,21 @@ def coco_labels() -> tuple[str, ...]:
     """The 90 COCO category slots (ids 1-90; unused ids are named "???")."""
     text = resources.files("ssdkit.convert").joinpath("data/coco_labels.txt").read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+# Checkpoints shipped in convert/weights/ (see its README.md: recipe and scores).
+SHIPPED_WEIGHTS: dict[str, str] = {}
+
+
+def shipped_weights(name: str) -> Traversable | None:
+    """The demo checkpoint shipped for zoo model ``name``, or None."""
+    if name not in SHIPPED_WEIGHTS:
+        return None
+    path = resources.files("ssdkit.convert").joinpath(f"weights/{SHIPPED_WEIGHTS[name]}")
+    if not path.is_file():
+        raise RuntimeError(f"the shipped weights of {name} ({path}) are missing from this install; "
+                           "reinstall ssdkit or pass --weights none")
+    return path
 
 
 def get_entry(name: str) -> ZooEntry:

@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "ssdkit.convert.cli",
     "ssdkit.calibration.cli",
     "ssdkit.runtime.cli",
+    "ssdkit.runtime.camera.cli",
     "ssdkit.devices.cli",
 )
 

@@ -114,6 +114,16 @@ def test_runtime_reads_spec_and_labels_from_the_one_zip(models):
         assert Detector(path, score_threshold=0.0).detect(np.zeros((40, 60, 3), np.uint8))
 
 
+def test_uint8_input_takes_raw_pixels(models):
+    """Calibration pins the input range to pixels 0..255, so pipelines that
+    feed camera pixels straight in (Coral, MediaPipe) see what the runtime
+    feeds: real = (q - zero_point) * scale = (pixel - 127.5) / 127.5."""
+    with Detector(models["int8"]) as detector:
+        info = detector.backend.inputs[0]
+    assert info.dtype == np.uint8
+    assert info.scale == pytest.approx(1 / 127.5, rel=1e-3) and info.zero_point in (127, 128)
+
+
 @pytest.mark.parametrize("key", ["fp32", "int8"])
 def test_metadata_matches_the_spec(models, key):
     spec = read_spec(models[key])

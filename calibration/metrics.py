@@ -40,7 +40,7 @@ def coco_map(records: Sequence[Record], labels: Sequence[str],
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         if not results:
-            return {name: 0.0 for name in STAT_NAMES}
+            return {**{name: 0.0 for name in STAT_NAMES}, **{f"AP/{label}": 0.0 for label in labels}}
         evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
         evaluation.evaluate()
         evaluation.accumulate()

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -69,12 +69,14 @@ class Detector:
       threads: interpreter threads (default: the device profile's, else the backend's).
       score_threshold: detections scoring below it are dropped.
       backend: ``tflite``, ``litert``, ``tflite_runtime``, ``tensorflow``,
-        ``edgetpu`` or ``onnx`` (default: from the file name).
+        ``edgetpu`` or ``onnx`` (default: from the file name), or a callable
+        ``(model_path, threads) -> Backend`` for a format the runtime does not
+        open itself (the converter's SavedModel backend, for evaluation).
     """
 
     def __init__(self, model_path: str | Path, device: str | Any | None = None,
                  spec: DetectorSpec | ModelSpec | str | Path | None = None, threads: int | None = None,
-                 score_threshold: float = 0.5, backend: str | None = None):
+                 score_threshold: float = 0.5, backend: str | Callable[[Path, int | None], Backend] | None = None):
         self.model_path = Path(model_path)
         profile = _profile(device)
         threads = threads or getattr(profile, "threads", None)
@@ -86,7 +88,10 @@ class Detector:
                               "suffix): it runs on the CPU, not on the accelerator")
         self.score_threshold = score_threshold
         self.timings = Timings()
-        self.backend: Backend = open_backend(self.model_path, backend, threads, library)
+        if callable(backend):
+            self.backend: Backend = backend(self.model_path, threads)
+        else:
+            self.backend = open_backend(self.model_path, backend, threads, library)
         try:
             self.spec = _resolve_spec(spec, self.model_path, self.backend)
             self._input = self._check_input()

@@ -19,6 +19,9 @@ from typing import Sequence
 _COMMAND_MODULES = (
     "ssdkit.convert.cli",
     "ssdkit.calibration.cli",
+    "ssdkit.calibration.evaluate_cli",
+    "ssdkit.convert.verify_cli",
+    "ssdkit.calibration.bench_cli",
     "ssdkit.runtime.cli",
     "ssdkit.runtime.camera.cli",
     "ssdkit.devices.cli",

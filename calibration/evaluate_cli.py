@@ -1,0 +1,50 @@
+"""``ssdkit eval MODEL``: COCO mAP of any artifact on a COCO JSON or VOC dataset."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    from .evaluate import DEFAULT_THRESHOLD
+
+    command = subparsers.add_parser("eval", help="COCO mAP of a model (.tflite, .onnx, SavedModel) on a dataset",
+                                    description=__doc__.splitlines()[0])
+    command.add_argument("model", help="a .tflite or .onnx file, or a SavedModel folder (needs TensorFlow)")
+    command.add_argument("--data", help="COCO JSON or Pascal VOC folder (default: the synthetic validation split)")
+    command.add_argument("--json", dest="json_out", metavar="OUT", help="also write the results, per-class AP included, as JSON")
+    command.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                         help=f"minimum detection score (default {DEFAULT_THRESHOLD})")
+    command.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
+    command.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    command.set_defaults(handler=_eval)
+
+
+def _eval(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a SavedModel loads TensorFlow
+    from ssdkit.fileio import check_writable_folder, write_text_atomic
+    from ssdkit.tables import text_table
+
+    from .evaluate import class_mapping, evaluate, load_dataset, open_detector, predict_dataset
+
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images {args.max_images}: expected at least 1")
+    if args.json_out:
+        check_writable_folder(Path(args.json_out).parent)
+    dataset = load_dataset(args.data)
+    records = dataset.records[:args.max_images]
+    if not records:
+        raise ValueError(f"{dataset.source}: no images to evaluate on")
+    with open_detector(args.model, args.device, args.threshold) as detector:
+        mapping = class_mapping(detector.spec.labels, dataset.labels)  # before the long run: fails on foreign labels
+        predictions = predict_dataset(detector, dataset, len(records))
+    results = {"model": str(args.model), "data": str(dataset.source), "images": len(records),
+               "threshold": args.threshold, **evaluate(records, dataset.labels, predictions, mapping)}
+    print(text_table(("metric", "value"), [(name, f"{value:.4f}") for name, value in results["metrics"].items()]))
+    print()
+    print(text_table(("class", "AP"), [(label, f"{ap:.4f}") for label, ap in results["per_class_AP"].items()]))
+    print(f"({len(records)} images of {dataset.source}, detections scoring at least {args.threshold})")
+    if args.json_out:
+        write_text_atomic(args.json_out, json.dumps(results, indent=1) + "\n")
+    return 0

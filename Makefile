@@ -24,6 +24,7 @@ help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
 	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights"
+	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
 	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8)"
 
 $(STAMP): pyproject.toml
@@ -71,3 +72,9 @@ clean:
 soak: $(STAMP)
 	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat $(PYTEST_ARGS)
 
+# The device runtime on a Debian bookworm arm64 root under qemu-user (cached in
+# ~/.cache/ssdkit): detect with an int8 MODEL (WEIGHTS if given) and the runtime's
+# tests. Not part of `make test`: see README.md for how long it takes.
+.PHONY: pi-check
+pi-check: $(STAMP)
+	$(BIN)/python devices/pi_check.py --model $(MODEL) $(WEIGHTS_ARG)

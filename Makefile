@@ -23,7 +23,7 @@ STEPS ?= 20000
 help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
-	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights"
+	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
 	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8)"
 

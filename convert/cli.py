@@ -27,6 +27,17 @@ def _labels(path: str) -> tuple[str, ...]:
     return labels
 
 
+def _keep_float(text: str) -> str | tuple[str, ...]:
+    """``--keep-float``: "none", "auto", or layer names separated by commas."""
+    if text in ("none", "auto"):
+        return text
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"--keep-float {text!r}: expected none, auto or layer names "
+                                         "separated by commas")
+    return names
+
+
 def register(subparsers) -> None:
     from .zoo import ZOO
 
@@ -63,6 +74,10 @@ def register(subparsers) -> None:
     tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
     tflite.add_argument("--max-map-drop", type=float, default=1.0, help="int8: mAP@0.5 points the report accepts (default 1)")
+    tflite.add_argument("--keep-float", type=_keep_float, default="none",
+                        help="int8: layers left in float: none (default); auto: when the report's mAP@0.5 drop exceeds "
+                             "--max-map-drop, the quantization debugger's worst 3 to 10 layers, until within it; or "
+                             "NAME,NAME (output tensor names, as report.md lists them). Not with --edgetpu")
     onnx = export.add_argument_group("ONNX")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     onnx.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
@@ -129,16 +144,18 @@ def _export(args) -> int:
         quant=args.quant or "int8", io=args.io, nms=not args.no_nms, regular_nms=args.regular_nms,
         max_detections=args.max_detections, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
         detections_per_class=args.detections_per_class, edgetpu=args.edgetpu,
+        keep_float=args.keep_float if isinstance(args.keep_float, tuple) else (),
     )
+    options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
+                            report=not args.no_report, max_map_drop=args.max_map_drop,
+                            keep_float_auto=args.keep_float == "auto", opset=args.opset,
+                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32")
     out = Path(args.out or f"build/{args.model}")
     check_writable_folder(out)
     model = prepare_model(
         args.model, weights, width=args.width, input_size=args.input_size, labels=labels,
         backbone_weights=args.backbone_weights, seed=args.seed,
     )
-    options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
-                            report=not args.no_report, max_map_drop=args.max_map_drop, opset=args.opset,
-                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32")
     for path in export(model, args.format, out, options):
         print(path)
     return 0

@@ -30,6 +30,15 @@ class ExportOptions:
     onnx_quant: str = "fp32"  # int8: also <model>_raw_int8.onnx (static QDQ) and onnx_report.json / .md
     report: bool = True  # int8 only: compare with fp32 in report.json / .md (ONNX: onnx_report.json / .md)
     max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
+    keep_float_auto: bool = False  # TFLite int8 over max_map_drop: keep its worst layers in float (quant_debug.py)
+
+    def __post_init__(self):
+        if self.keep_float_auto:
+            self.tflite.check_float_layers()
+            if self.tflite.keep_float:
+                raise ValueError("give --keep-float auto or layer names, not both")
+            if not self.report:
+                raise ValueError("--keep-float auto works from the quantization report: drop --no-report")
 
 
 Exporter = Callable[[SSDModel, Path, ExportOptions], "list[Path]"]
@@ -63,20 +72,36 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
 
 
 def _quantization_report(saved_model, model, out_dir, options, calibration, int8) -> list[Path]:
-    """Exports the fp32 twin and both raw variants, then measures what int8 costs."""
+    """Exports the fp32 twin and both raw variants, then measures what int8
+    costs and, with ``keep_float_auto``, what float layers win back.
+
+    The comparison models are plain CPU models (no Edge TPU checks); each is
+    exported once, so with ``--no-nms`` the int8 model is its own raw variant."""
     import dataclasses
+    import functools
 
     from .quant_report import report_quantization
     from .savedmodel2tflite import export_tflite
 
-    def variant(**changes):
-        return export_tflite(saved_model, model.spec, out_dir, dataclasses.replace(options.tflite, **changes), calibration)
+    exported = {dataclasses.replace(options.tflite, edgetpu=False): int8}
 
-    fp32 = variant(quant="fp32")
-    int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", nms=False)
+    def variant(**changes) -> Path:
+        wanted = dataclasses.replace(options.tflite, edgetpu=False, **changes)
+        if wanted not in exported:
+            exported[wanted] = export_tflite(saved_model, model.spec, out_dir, wanted, calibration)
+        return exported[wanted]
+
+    fp32 = variant(quant="fp32", keep_float=())
+    int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", keep_float=(), nms=False)
+    keep_float = None
+    if options.keep_float_auto:
+        from .quant_debug import keep_float_auto
+
+        keep_float = functools.partial(keep_float_auto, saved_model, model.spec, options.tflite, calibration, int8,
+                                       options.max_map_drop)
     report = report_quantization(fp32, int8, fp32_raw, int8_raw, model.spec.labels, out_dir, "report",
-                                 options.max_map_drop)
-    return [fp32, int8_raw, fp32_raw, *report]
+                                 options.max_map_drop, keep_float)
+    return [path for path in dict.fromkeys([fp32, int8_raw, fp32_raw, *report]) if path != int8]
 
 
 def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:

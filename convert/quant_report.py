@@ -7,7 +7,8 @@ detection agreement (fp32 detections matched by int8 ones of the same class
 at IoU >= 0.5) and COCO mAP on an evaluation set (default: the built-in
 synthetic validation split). Written as ``report.json`` and ``report.md``
 (TFLite) or ``onnx_report.json`` and ``onnx_report.md`` (ONNX, whose raw
-files are the ``_raw`` and ``_raw_int8`` ones).
+files are the ``_raw`` and ``_raw_int8`` ones). A TFLite export with
+``--keep-float auto`` adds a ``keep_float`` section (``quant_debug.py``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import statistics
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from ssdkit.runtime import Detector
 from ssdkit.runtime.preprocess import preprocess
 
 from .verify import detection_agreement, raw_difference, raw_outputs
+
+# Given the report and its evaluation set, returns a keep-float section or None.
+KeepFloat = Callable[[dict, Dataset], "dict | None"]
 
 
 def _latency_ms(detector: Detector, runs: int = 20) -> float:
@@ -46,22 +50,34 @@ def _raw_difference(fp32_raw: Path, int8_raw: Path, dataset: Dataset, count: int
     return raw_difference(*outputs)
 
 
+def measure_model(path: Path, dataset: Dataset, count: int = 100) -> tuple[dict, list]:
+    """One model's report row (file size, latency, mAP on the first ``count``
+    images) and its detections on them."""
+    detector = Detector(path, score_threshold=0.01)
+    found = predict_dataset(detector, dataset, count)
+    stats = coco_map(dataset.records[:count], dataset.labels, found)
+    row = {"file": path.name, "size_mb": round(path.stat().st_size / 1e6, 3),
+           "latency_ms": round(_latency_ms(detector), 2),
+           "mAP": round(stats["mAP"], 4), "mAP@0.5": round(stats["mAP@0.5"], 4)}
+    return row, found
+
+
+def map_drop_points(fp32: dict, quantized: dict) -> float:
+    """mAP@0.5 lost from the fp32 row to the quantized one, in points."""
+    return round(100 * (fp32["mAP@0.5"] - quantized["mAP@0.5"]), 2)
+
+
 def build_report(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, dataset: Dataset, count: int = 100) -> dict:
-    detectors = {"fp32": Detector(fp32, score_threshold=0.01), "int8": Detector(int8, score_threshold=0.01)}
-    found = {name: predict_dataset(d, dataset, count) for name, d in detectors.items()}
-    records = dataset.records[:count]
-    models = {}
+    models, found = {}, {}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        stats = coco_map(records, dataset.labels, found[name])
-        models[name] = {"file": path.name, "size_mb": round(path.stat().st_size / 1e6, 3),
-                        "latency_ms": round(_latency_ms(detectors[name]), 2),
-                        "mAP": round(stats["mAP"], 4), "mAP@0.5": round(stats["mAP@0.5"], 4)}
+        models[name], found[name] = measure_model(path, dataset, count)
+    records = dataset.records[:count]
     return {
         "models": models,
         "int8_vs_fp32": {
             "size_ratio": round(models["int8"]["size_mb"] / models["fp32"]["size_mb"], 3),
             "speedup": round(models["fp32"]["latency_ms"] / models["int8"]["latency_ms"], 3),
-            "mAP@0.5_drop_points": round(100 * (models["fp32"]["mAP@0.5"] - models["int8"]["mAP@0.5"]), 2),
+            "mAP@0.5_drop_points": map_drop_points(models["fp32"], models["int8"]),
             "detection_agreement": round(detection_agreement(found["fp32"], found["int8"]), 4),
             "raw_output_difference": _raw_difference(fp32_raw, int8_raw, dataset, min(count, 20)),
         },
@@ -88,15 +104,49 @@ def write_report(report: dict, out_dir: Path, name: str = "report") -> tuple[Pat
         f"{raw['box_encodings']['mean']:.3g}, scores {raw['class_predictions']['max']:.3g} / "
         f"{raw['class_predictions']['mean']:.3g}.", "",
     ]
+    if "keep_float" in report:
+        lines += _keep_float_lines(report["keep_float"])
     write_text_atomic(md_path, "\n".join(lines))
     return json_path, md_path
 
 
+def _keep_float_lines(section: dict) -> list[str]:
+    kept = len(section["kept_in_float"])
+    pure = section["int8"]
+    lines = [
+        "## Keep-float", "",
+        f"int8 lost {pure['mAP@0.5_drop_points']} points of mAP@0.5, "
+        f"more than the budget of {section['budget_points']}. "
+        "The quantization debugger's worst layers (rmse/scale of each layer's int8 output against float on the "
+        "calibration images; rounding alone gives 0.29):", "",
+        "| layer (output tensor) | op | rmse/scale | in float |", "|---|---|---|---|",
+        *(f"| `{layer['tensor']}` | {layer['op']} | {layer['rmse/scale']:.3f} | {'yes' if i < kept else ''} |"
+          for i, layer in enumerate(section["ranking"])),
+        "",
+        "| model | layers in float | size (MB) | latency (ms) | mAP@0.5 | drop (points) |", "|---|---|---|---|---|---|",
+        f"| int8 | 0 | {pure['size_mb']} | {pure['latency_ms']} | {pure['mAP@0.5']} | {pure['mAP@0.5_drop_points']} |",
+        *(f"| mixed | {t['layers_in_float']} | {t['size_mb']} | {t['latency_ms']} | {t['mAP@0.5']} | "
+          f"{t['mAP@0.5_drop_points']} |" for t in section["trials"]),
+        "",
+    ]
+    if kept:
+        lines.append(f"{section['file']} now keeps the layers marked above in float ({kept}), within the budget; "
+                     "the tables above measure the pure int8 model, as the other int8 files still are.")
+    else:
+        lines.append(f"No mix met the budget: {section['file']} stays pure int8. To export one anyway: "
+                     "`--keep-float NAME,NAME` with names from the table.")
+    return [*lines, ""]
+
+
 def report_quantization(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, labels: Sequence[str],
-                        out_dir: Path, name: str = "report", max_map_drop: float = 1.0) -> list[Path]:
+                        out_dir: Path, name: str = "report", max_map_drop: float = 1.0,
+                        keep_float: KeepFloat | None = None) -> list[Path]:
     """Measures int8 against fp32 on the evaluation set, writes the report,
     says the result in one line and warns when mAP@0.5 drops by more than
-    ``max_map_drop`` points: the step every int8 export (TFLite, ONNX) ends with."""
+    ``max_map_drop`` points: the step every int8 export (TFLite, ONNX) ends with.
+
+    ``keep_float`` then gets its chance to win the drop back; the report,
+    written first without it, is rewritten with its section."""
     print("ssdkit export: evaluating fp32 and int8 for the quantization report", file=sys.stderr)
     dataset = load_dataset()
     if set(dataset.labels) != set(labels):
@@ -108,6 +158,9 @@ def report_quantization(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, 
     drop = summary["mAP@0.5_drop_points"]
     print(f"ssdkit export: int8 vs fp32: mAP@0.5 drop {drop} points, speed x{summary['speedup']}, "
           f"size x{summary['size_ratio']} (see {paths[1]})", file=sys.stderr)
-    if drop > max_map_drop:
+    section = keep_float(report, dataset) if keep_float is not None else None
+    if section is not None:
+        paths = write_report({**report, "keep_float": section}, out_dir, name)
+    if drop > max_map_drop and not (section and section["kept_in_float"]):
         warnings.warn(f"int8 loses {drop} points of mAP@0.5, more than the budget of {max_map_drop}", stacklevel=3)
     return list(paths)

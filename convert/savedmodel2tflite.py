@@ -16,13 +16,20 @@ with, in the appended zip that ``ssdkit.runtime.model_files`` reads, and the
 standard TFLite metadata that names the labels file in that zip
 (``tflite_metadata.py``: MediaPipe's ObjectDetector loads the NMS models).
 
+``keep_float`` leaves the named layers of an int8 model in float (what
+``--keep-float`` and the quantization debugger's ranking in ``quant_debug.py``
+feed): the model is calibrated as usual, then quantized by the same MLIR
+quantizer with those layers on its denylist.
+
 NMS defaults come from the spec (100 detections, 100 per class, IoU 0.6,
 score 1e-8), the same as the SavedModel's and ONNX's, not the OD API's
 TFLite export defaults (10 detections): one model, one behaviour.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +70,9 @@ class TFLiteOptions:
     max_detections, score_threshold, iou_threshold, detections_per_class:
       the op's settings; None takes the spec's postprocessing values.
     edgetpu: int8 for the Edge TPU compiler, with a compatibility report.
+    keep_float: int8 only: layers (their output tensor names, as the
+      quantization debugger and report.md name them) left in float, with
+      quantize/dequantize ops around them.
     """
 
     quant: Quant = "int8"
@@ -74,8 +84,10 @@ class TFLiteOptions:
     iou_threshold: float | None = None
     detections_per_class: int | None = None
     edgetpu: bool = False
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))  # hashable, whatever sequence was given
         if self.quant not in QUANTS:
             raise ValueError(f"unknown quantization {self.quant!r}, expected one of {', '.join(QUANTS)}")
         if self.io not in IO_TYPES:
@@ -93,6 +105,17 @@ class TFLiteOptions:
         if self.edgetpu and self.io == "float":
             raise ValueError("the Edge TPU needs 8-bit input: use --io uint8 or int8, not float "
                              "(a float input's quantize op would put the whole model on the CPU)")
+        if self.keep_float:
+            self.check_float_layers()
+
+    def check_float_layers(self) -> None:
+        """Raises unless this export can keep layers in float (``--keep-float``)."""
+        if self.quant != "int8":
+            raise ValueError(f"--keep-float leaves layers of an int8 model in float; "
+                             f"--quant {self.quant} has no int8 layers")
+        if self.edgetpu:
+            raise ValueError("the Edge TPU cannot run float layers (they and all after them would run on the CPU): "
+                             "use --keep-float none with --edgetpu")
 
     def file_name(self, model_name: str) -> str:
         return f"{model_name}_{self.quant}{'' if self.nms else '_nonms'}.tflite"
@@ -173,7 +196,8 @@ def _representative(spec: ModelSpec, images: Sequence[np.ndarray]):
     return dataset
 
 
-def _convert(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray] | None) -> bytes:
+def _converter(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray] | None):
+    """The converter for ``options``, set up but not run."""
     function, variables = _graph(raw, spec, options)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], variables)
     converter.allow_custom_ops = True
@@ -187,7 +211,47 @@ def _convert(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence
         converter.inference_input_type = IO_TYPES[options.io]
         # The postprocess op's outputs are float whatever the body; raw outputs follow --io.
         converter.inference_output_type = tf.float32 if options.nms else IO_TYPES[options.io]
-    return converter.convert()
+    return converter
+
+
+def _convert(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray] | None) -> bytes:
+    converter = _converter(raw, spec, options, calibration)
+    return _quantize_keeping_float(converter, options.keep_float) if options.keep_float else converter.convert()
+
+
+def _quantize_keeping_float(converter, names: Sequence[str]) -> bytes:
+    """Full-integer quantization except the ops that write ``names``.
+
+    TF 2.20's converter has no option for this. Its quantization debugger has
+    (``QuantizationDebugOptions(denylisted_nodes=...)``), but its models have
+    float I/O whatever the converter asked. Both calibrate with the converter
+    and hand the calibrated model to one MLIR quantizer, so this does the same
+    with the converter's own I/O types (uint8 input stays uint8)."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    converter._experimental_calibrate_only = True  # as the debugger does: convert() stops after calibrating
+    calibrated = converter.convert()
+    known = {tensor.name for op in ops(calibrated) for tensor in op.outputs}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        hints = [match for name in unknown for match in difflib.get_close_matches(name, known, n=1)]
+        raise ValueError(f"--keep-float: the model has no layer named {', '.join(map(repr, unknown))}"
+                         + (f" (did you mean {', '.join(map(repr, hints))}?)" if hints else "")
+                         + "; layer names are output tensor names, as report.md's keep-float section lists them")
+    return mlir_quantize(calibrated, input_data_type=converter.inference_input_type,
+                         output_data_type=converter.inference_output_type, denylisted_nodes=list(names))
+
+
+@contextlib.contextmanager
+def loaded_converter(saved_model: Path, spec: ModelSpec, options: TFLiteOptions,
+                     calibration: Sequence[np.ndarray] | None = None) -> Iterator[tf.lite.TFLiteConverter]:
+    """The converter ``export_tflite`` would run, for tools that run it their
+    own way (the quantization debugger). The SavedModel stays loaded inside the
+    block: the converter's function only holds weak references to its variables."""
+    if options.quant == "int8":
+        calibration = _check_calibration(calibration, spec)
+    loaded = _load(saved_model)
+    yield _converter(loaded.signatures["raw"], spec, options, calibration)
 
 
 def _output_roles(model: bytes, options: TFLiteOptions) -> OutputRoles:

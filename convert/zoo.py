@@ -125,7 +125,7 @@ def coco_labels() -> tuple[str, ...]:
 
 
 # Checkpoints shipped in convert/weights/ (see its README.md: recipe and scores).
-SHIPPED_WEIGHTS: dict[str, str] = {}
+SHIPPED_WEIGHTS = {"ssd_mnv2": "ssd_mnv2_shapes.npz"}
 
 
 def shipped_weights(name: str) -> Traversable | None:

@@ -33,6 +33,12 @@ def _run(argv: list[str]) -> str:
     return result.stdout.strip()
 
 
+def _relative(argument: str) -> str:
+    """Paths inside the checkout as the README's commands write them."""
+    path = Path(argument)
+    return path.relative_to(Path.cwd()).as_posix() if path.is_absolute() and path.is_relative_to(Path.cwd()) else argument
+
+
 def _export_models() -> None:
     ssdkit = [sys.executable, "-m", "ssdkit.cli", "export", "--model", "ssd_mnv2", "--format", "tflite",
               "--out", str(MODELS), "--no-report"]
@@ -60,8 +66,7 @@ def main() -> None:
     for title, argv in runs.items():
         output = _run(argv)
         print(output, flush=True)
-        command = " ".join(["python", *(Path(a).relative_to(Path.cwd()).as_posix() if a.startswith(str(Path.cwd()))
-                                        else a for a in argv[1:]])])
+        command = " ".join(["python", *(_relative(a) for a in argv[1:])])
         sections.append(f"## {title}\n\n`{command}`\n\n```\n{output}\n```\n")
     machine = machine_info()
     packages = ", ".join(f"{name} {version}" for name, version in machine.pop("packages").items())

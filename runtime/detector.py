@@ -88,6 +88,7 @@ class Detector:
                               "suffix): it runs on the CPU, not on the accelerator")
         self.score_threshold = score_threshold
         self.timings = Timings()
+        self._scratch: dict = {}  # preprocess's reused resize buffer
         if callable(backend):
             self.backend: Backend = backend(self.model_path, threads)
         else:
@@ -120,7 +121,8 @@ class Detector:
         """``detect`` on each image; one invocation for all of them when the
         model has a dynamic batch axis (ONNX), else one per image."""
         start = time.perf_counter()
-        prepared = [preprocess(_checked(image), self.spec.preprocessing, self._input) for image in images]
+        prepared = [preprocess(_checked(image), self.spec.preprocessing, self._input, scratch=self._scratch)
+                    for image in images]
         pre_time = time.perf_counter() - start
         if self._input.shape[0] == -1 and len(prepared) > 1:
             groups = [(np.concatenate([tensor for tensor, _ in prepared]), [t for _, t in prepared])]

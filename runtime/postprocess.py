@@ -57,12 +57,11 @@ def decode_boxes(box_encodings: np.ndarray, anchors: np.ndarray, scales: Sequenc
     """
     codes = np.asarray(box_encodings, np.float32)[:, :4].astype(np.float64)
     anc = np.asarray(anchors, np.float32).astype(np.float64)
-    sy, sx, sh, sw = (float(np.float32(s)) for s in scales)
-    yc = (codes[:, 0] / sy * anc[:, 2] + anc[:, 0]).astype(np.float32)
-    xc = (codes[:, 1] / sx * anc[:, 3] + anc[:, 1]).astype(np.float32)
-    half_h = (0.5 * np.exp(codes[:, 2] / sh) * anc[:, 2]).astype(np.float32)
-    half_w = (0.5 * np.exp(codes[:, 3] / sw) * anc[:, 3]).astype(np.float32)
-    return np.stack([yc - half_h, xc - half_w, yc + half_h, xc + half_w], axis=1)
+    divisors = np.array([float(np.float32(s)) for s in scales])
+    # Columns (y, x) at once: the same double operations as the kernel, in its order.
+    centres = (codes[:, :2] / divisors[:2] * anc[:, 2:] + anc[:, :2]).astype(np.float32)
+    halves = (0.5 * np.exp(codes[:, 2:4] / divisors[2:]) * anc[:, 2:]).astype(np.float32)
+    return np.concatenate([centres - halves, centres + halves], axis=1)
 
 
 def nms_single_class(
@@ -83,6 +82,16 @@ def nms_single_class(
 # Candidates per IoU matrix in ``_greedy``: a 256 x 256 matrix costs about as
 # much as 20 one-box-against-all rows (measured on x86, numpy 2.4).
 _CHUNK = 256
+
+
+def _bit_rows(matrix: np.ndarray) -> list[int]:
+    """Each row of a boolean [n, m] matrix as a Python int, bit j = column j."""
+    packed = np.packbits(matrix, axis=1, bitorder="little")
+    if packed.shape[1] <= 8:  # up to 64 columns: one uint64 per row, converted in one call
+        words = np.zeros((len(packed), 8), np.uint8)
+        words[:, :packed.shape[1]] = packed
+        return words.view("<u8")[:, 0].tolist()
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
 def _greedy(boxes: np.ndarray, iou_threshold: float, want: int,
@@ -107,9 +116,8 @@ def _greedy(boxes: np.ndarray, iou_threshold: float, want: int,
         same = None if classes is None else classes[chunk][:, None] == classes[chunk][None]
         if same is not None:
             suppress &= same
-        rows = [int.from_bytes(r.tobytes(), "little") for r in np.packbits(suppress, axis=1, bitorder="little")]
-        class_rows = None if same is None else \
-            [int.from_bytes(r.tobytes(), "little") for r in np.packbits(same, axis=1, bitorder="little")]
+        rows = _bit_rows(suppress)
+        class_rows = None if same is None else _bit_rows(same)
         removed = 0
         new = []
         for i in range(chunk.size):
@@ -277,8 +285,19 @@ def _fast(encodings, anchors, scales, scores, max_detections, max_classes, score
     order = np.argsort(-best, kind="stable")
     # Only candidates are decoded: decoding is elementwise, so their bits are the kernel's.
     boxes = decode_boxes(encodings[candidates[order]], anchors[candidates[order]], scales)
-    kept = order[_greedy(boxes, iou_threshold, max_detections)]
+    visited = _greedy(boxes, iou_threshold, max_detections)
+    kept = order[visited]
     k = min(max_classes, scores.shape[1] - 1)
+    if max_classes == 1:  # the default: one slot per detection, its best class (the kernel's first maximum)
+        out_boxes = np.zeros((max_detections, 4), np.float32)
+        out_boxes[:kept.size] = boxes[visited]
+        kept_scores = class_scores[kept]
+        best_class = kept_scores.argmax(axis=1)
+        out_classes = np.zeros(max_detections, np.float32)
+        out_classes[:kept.size] = best_class
+        out_scores = np.zeros(max_detections, np.float32)
+        out_scores[:kept.size] = kept_scores[np.arange(kept.size), best_class]
+        return out_boxes, out_classes, out_scores, int(kept.size)
     top = _top_classes(class_scores[kept], k)
     size = max_detections * max_classes
     out_boxes = np.zeros((size, 4), np.float32)
@@ -287,7 +306,7 @@ def _fast(encodings, anchors, scales, scores, max_detections, max_classes, score
     # Detection i, class rank r goes to slot i * max_classes + r (gaps when
     # max_classes exceeds the number of classes, as in the kernel).
     slots = (np.arange(kept.size)[:, None] * max_classes + np.arange(k)[None, :]).ravel()
-    out_boxes[slots] = np.repeat(decode_boxes(encodings[candidates[kept]], anchors[candidates[kept]], scales), k, axis=0)
+    out_boxes[slots] = np.repeat(boxes[visited], k, axis=0)
     out_classes[slots] = top.ravel()
     out_scores[slots] = np.take_along_axis(class_scores[kept], top, axis=1).ravel()
     return out_boxes, out_classes, out_scores, int(kept.size)

@@ -8,16 +8,8 @@ from ssdkit.cli import main
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    from ssdkit.convert.export import ExportOptions, export, prepare_model
-    from ssdkit.convert.savedmodel2tflite import TFLiteOptions
-
-    with pytest.warns(UserWarning):
-        ssd = prepare_model("ssd_mnv2", width=0.35, input_size=(96, 96), labels=("a", "b"), backbone_weights="none")
-    out = tmp_path_factory.mktemp("model")
-    paths = export(ssd, "tflite", out, ExportOptions(tflite=TFLiteOptions(quant="fp32", score_threshold=0.0)))
-    return paths[-1]
+def model(tiny_tflite):
+    return tiny_tflite(quant="fp32", score_threshold=0.0)
 
 
 def test_detect_folder_with_json_and_annotations(model, tmp_path, capsys):

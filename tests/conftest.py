@@ -1,0 +1,26 @@
+"""Fixtures shared across test folders."""
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory):
+    """``tiny_tflite(**TFLiteOptions fields)`` -> path of the tiny test network
+    (untrained ssd_mnv2, width 0.35, 96x96, labels a and b) exported as TFLite
+    with those options; each variant is exported once per session."""
+    pytest.importorskip("tensorflow")
+    from ssdkit.convert.export import ExportOptions, export, prepare_model
+    from ssdkit.convert.savedmodel2tflite import TFLiteOptions
+
+    exported = {}
+
+    def tflite(**options):
+        key = tuple(sorted(options.items()))
+        if key not in exported:
+            with pytest.warns(UserWarning, match="untrained"):
+                model = prepare_model("ssd_mnv2", width=0.35, input_size=(96, 96), labels=("a", "b"),
+                                      backbone_weights="none")
+            out = tmp_path_factory.mktemp("tiny")
+            exported[key] = export(model, "tflite", out, ExportOptions(tflite=TFLiteOptions(**options)))[-1]
+        return exported[key]
+
+    return tflite

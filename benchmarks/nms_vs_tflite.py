@@ -9,10 +9,10 @@ and the ratio. Needs TensorFlow to build the op model (once, ~2 s).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
+from ssdkit.calibration.measure import time_calls
 from ssdkit.runtime.postprocess import detection_postprocess
 
 A, C = 1917, 91
@@ -46,13 +46,7 @@ def build_op(anchors: np.ndarray, use_regular_nms: bool):
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * float(np.median(time_calls(lambda _: fn(), repeats, warmup=1)))
 
 
 def main() -> None:

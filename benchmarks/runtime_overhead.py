@@ -10,30 +10,18 @@ The target (issue 4): overhead under 10% of the int8 ssd_mnv2 inference time.
 from __future__ import annotations
 
 import argparse
-import time
-
 import numpy as np
 
+from ssdkit.calibration.measure import time_calls
 from ssdkit.runtime import Detector
-
-
-def median_ms(fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
 
 
 def measure(path: str, runs: int, threads: int) -> dict[str, float]:
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     with Detector(path, threads=threads, score_threshold=0.3) as detector:
         tensor = np.zeros(detector.backend.inputs[0].shape, detector.backend.inputs[0].dtype)
-        bare = median_ms(lambda: detector.backend.run(tensor), runs)
-        full = median_ms(lambda: detector.detect(frame), runs)
+        bare = 1000 * float(np.median(time_calls(lambda _: detector.backend.run(tensor), runs, warmup=3)))
+        full = 1000 * float(np.median(time_calls(lambda _: detector.detect(frame), runs, warmup=3)))
     return {"invoke_ms": bare, "detect_ms": full, "overhead_ms": full - bare, "overhead_ratio": (full - bare) / bare}
 
 

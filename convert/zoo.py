@@ -15,7 +15,9 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Literal
 
-from ssdkit.runtime.spec import ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing
+from ssdkit.runtime.spec import (
+    BoxCoder, ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing,
+)
 
 Backbone = Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 
@@ -30,6 +32,16 @@ class Architecture:
     the OD API box predictor: ``"conv"`` (one conv per map), ``"separable"``
     (SSDLite: depthwise 3x3 + pointwise) or ``"weight_shared"`` (the FPN
     models' separable tower shared across levels).
+
+    ``variant`` ``"odapi"`` builds the network exactly as the TF Object
+    Detection API does (``convert/models/odapi.py``): slim's depth rules
+    (``min_depth``, ``_make_divisible``), MobileNetV3's detection channel
+    counts, FPN smoothing as one separable conv with one batch norm, and
+    layers named after the OD API's TF1 variable scopes, so imported weights
+    map by name. ``fpn_top_down`` says which map feeds the next finer FPN
+    level: the smoothed one (the OD API's Keras/TF2 FPN) or the bare sum of
+    projection and upsampled map (its slim/TF1 FPN). ``tower_depth`` is the
+    weight-shared tower's depth (None: the feature maps').
     """
 
     backbone: Backbone
@@ -47,6 +59,11 @@ class Architecture:
     classification_loss: Literal["sigmoid_hard_negatives", "sigmoid_focal"] = "sigmoid_hard_negatives"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    variant: Literal["keras", "odapi"] = "keras"
+    fpn_top_down: Literal["smoothed", "projection"] = "smoothed"
+    fpn_separable: bool = True
+    tower_depth: int | None = None
+    tower_separable: bool = True
 
     @property
     def size_multiple(self) -> int:
@@ -108,6 +125,30 @@ ZOO: dict[str, ZooEntry] = {
             ),
             320, MultiscaleGridAnchors(),
         ),
+        # OD API-exact networks: what `ssdkit import` builds from a TF OD API model
+        # (see convert/odapi/); layer names are the OD API's TF1 variable scopes.
+        ZooEntry(
+            "ssd_mnv1_odapi", "SSD MobileNetV1 as the TF OD API builds it (slim depth rules)",
+            Architecture("mobilenet_v1", "ssd", "conv", variant="odapi"), 300, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssd_mnv2_odapi", "SSD MobileNetV2 as the TF OD API builds it (slim depth rules)",
+            Architecture("mobilenet_v2", "ssd", "conv", variant="odapi"), 300, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssdlite_mnv2_odapi", "SSDLite MobileNetV2 as the TF OD API builds it",
+            Architecture("mobilenet_v2", "ssd", "separable", separable_extra_layers=True, head_kernel_size=3,
+                         variant="odapi"),
+            300, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssd_mnv2_fpnlite_odapi", "SSD MobileNetV2 FPN-lite as the TF2 OD API builds it",
+            Architecture(
+                "mobilenet_v2", "fpn", "weight_shared", separable_extra_layers=True, head_kernel_size=3,
+                class_bias_init=-4.6, classification_loss="sigmoid_focal", variant="odapi",
+            ),
+            320, MultiscaleGridAnchors(),
+        ),
     )
 }
 
@@ -154,33 +195,80 @@ def feature_map_shapes(arch: Architecture, height: int, width: int) -> tuple[tup
     return tuple((halve(height, s), halve(width, s)) for s in strides_log2)
 
 
+# Architecture fields a ModelConfig may change on its zoo entry (an imported
+# model's own settings); the rest define the zoo entry itself.
+ARCHITECTURE_OVERRIDES = ("extra_depths", "head_kernel_size", "min_depth", "fpn_min_level", "fpn_max_level",
+                          "fpn_depth", "tower_layers", "tower_depth", "class_bias_init", "fpn_top_down")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a network: zoo name plus the options every
-    model takes. Stored in checkpoints next to the weights."""
+    model takes. Stored in checkpoints next to the weights.
+
+    ``anchors``, ``box_coder``, ``postprocessing`` and ``architecture`` (a
+    dict of ``ARCHITECTURE_OVERRIDES``) replace the zoo entry's when set: an
+    imported model keeps its source's settings (``convert/odapi``)."""
 
     model: str
     width: float = 1.0
     input_size: tuple[int, int] | None = None  # (height, width); None: the zoo default
     labels: tuple[str, ...] | None = None  # None: the 90 COCO slots
+    anchors: MultipleGridAnchors | MultiscaleGridAnchors | None = None
+    box_coder: BoxCoder | None = None
+    postprocessing: PostProcessing | None = None
+    architecture: tuple[tuple[str, object], ...] | None = None  # (field, value) pairs
+
+    def __post_init__(self):
+        unknown = sorted(set(dict(self.architecture or ())) - set(ARCHITECTURE_OVERRIDES))
+        if unknown:
+            raise ValueError(f"architecture fields {unknown} cannot be changed, only {list(ARCHITECTURE_OVERRIDES)}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["architecture"] = dict(self.architecture) if self.architecture else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         size = data.get("input_size")
         labels = data.get("labels")
+        anchors = data.get("anchors")
+        if anchors:
+            kinds = {c.kind: c for c in (MultipleGridAnchors, MultiscaleGridAnchors)}
+            if anchors.get("kind") not in kinds:
+                raise ValueError(f"unknown anchor generator kind {anchors.get('kind')!r}, expected one of {sorted(kinds)}")
+            anchors = kinds[anchors["kind"]](**_tuples(anchors))
+        overrides = data.get("architecture")
         return cls(
             model=data["model"], width=float(data.get("width", 1.0)),
             input_size=tuple(size) if size else None, labels=tuple(labels) if labels else None,
+            anchors=anchors or None,
+            box_coder=BoxCoder(**_tuples(data["box_coder"])) if data.get("box_coder") else None,
+            postprocessing=PostProcessing(**data["postprocessing"]) if data.get("postprocessing") else None,
+            architecture=tuple((k, _tuples(v)) for k, v in overrides.items()) if overrides else None,
         )
+
+
+def _tuples(value):
+    """JSON lists back into tuples (frozen dataclass fields)."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def architecture_of(config: ModelConfig) -> Architecture:
+    """The zoo entry's architecture with the config's overrides applied."""
+    arch = get_entry(config.model).architecture
+    return dataclasses.replace(arch, **dict(config.architecture)) if config.architecture else arch
 
 
 def model_spec(config: ModelConfig) -> ModelSpec:
     """The spec of a zoo model with the given options, validated."""
     entry = get_entry(config.model)
-    arch = entry.architecture
+    arch = architecture_of(config)
     height, width = config.input_size or (entry.input_size, entry.input_size)
     multiple = arch.size_multiple
     for side in (height, width):
@@ -189,14 +277,20 @@ def model_spec(config: ModelConfig) -> ModelSpec:
             raise ValueError(f"input size {height}x{width} is not supported by {entry.name}: each side must be {hint}")
     if not config.width > 0:
         raise ValueError(f"width multiplier {config.width} is not supported: it must be positive")
+    anchors = config.anchors or entry.anchors
+    shapes = feature_map_shapes(arch, height, width)
+    if len(anchors.per_location()) != len(shapes):
+        raise ValueError(f"{entry.name}: the anchor generator has {len(anchors.per_location())} layers, "
+                         f"the network {len(shapes)} feature maps")
     labels = config.labels if config.labels is not None else coco_labels()
     if not labels:
         raise ValueError("a model needs at least one class label")
     return ModelSpec(
         name=entry.name,
         preprocessing=Preprocessing(input_height=height, input_width=width),
-        anchors=entry.anchors,
-        feature_map_shapes=feature_map_shapes(arch, height, width),
+        anchors=anchors,
+        feature_map_shapes=shapes,
         labels=tuple(labels),
-        postprocessing=PostProcessing(),
+        box_coder=config.box_coder or BoxCoder(),
+        postprocessing=config.postprocessing or PostProcessing(),
     )

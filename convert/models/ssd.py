@@ -9,7 +9,7 @@ import tf_keras as keras
 
 from ssdkit.runtime.spec import ModelSpec
 
-from ..zoo import ModelConfig, get_entry, model_spec
+from ..zoo import ModelConfig, architecture_of, get_entry, model_spec
 from .backbones import BackboneEndpoints, build_backbone, imagenet_weights_file
 from .feature_maps import build_feature_maps
 from .heads import build_box_predictor
@@ -33,17 +33,29 @@ class SSDModel:
 
 def build_model(config: ModelConfig) -> SSDModel:
     spec = model_spec(config)
-    arch = get_entry(config.model).architecture
+    arch = architecture_of(config)
     height, width = spec.input_size
     inputs = keras.Input(shape=(height, width, 3), name="normalized_image")
-    endpoints: BackboneEndpoints = build_backbone(arch.backbone, inputs, config.width)
-    feature_maps = build_feature_maps(arch, endpoints, config.width)
+    if arch.variant == "odapi":
+        from .odapi import build_odapi_backbone, build_odapi_feature_maps
+
+        endpoints: BackboneEndpoints = build_odapi_backbone(arch, inputs, config.width)
+        feature_maps = build_odapi_feature_maps(arch, endpoints, config.width)
+    else:
+        endpoints = build_backbone(arch.backbone, inputs, config.width)
+        feature_maps = build_feature_maps(arch, endpoints, config.width)
     built_shapes = tuple(tuple(keras.backend.int_shape(f)[1:3]) for f in feature_maps)
     if built_shapes != spec.feature_map_shapes:
         raise RuntimeError(f"{spec.name}: network feature maps {built_shapes} differ from the spec's {spec.feature_map_shapes}")
-    box_encodings, class_predictions = build_box_predictor(
-        arch, feature_maps, spec.anchors.per_location(), spec.num_classes + 1
-    )
+    if arch.variant == "odapi" and arch.head == "weight_shared":
+        from .odapi import build_odapi_weight_shared_predictor
+
+        box_encodings, class_predictions = build_odapi_weight_shared_predictor(
+            arch, feature_maps, spec.anchors.per_location(), spec.num_classes + 1)
+    else:
+        box_encodings, class_predictions = build_box_predictor(
+            arch, feature_maps, spec.anchors.per_location(), spec.num_classes + 1
+        )
     model = keras.Model(
         inputs, {"box_encodings": box_encodings, "class_predictions": class_predictions}, name=spec.name
     )
@@ -57,6 +69,11 @@ def load_backbone_weights(model: SSDModel, source: str) -> Path | None:
     if source == "none":
         return None
     arch = get_entry(model.config.model).architecture
+    if arch.variant == "odapi":
+        if source != "auto":
+            raise ValueError(f"{model.config.model} has OD API layer names: Keras ImageNet backbone weights do not "
+                             "load into it (import a TF OD API model with `ssdkit import` instead)")
+        return None
     path = imagenet_weights_file(arch.backbone, model.config.width) if source == "auto" else Path(source)
     if path is None:
         return None

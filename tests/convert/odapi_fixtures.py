@@ -1,0 +1,343 @@
+"""TF OD API-style sources for the import tests, built here with the OD API's
+exact variable scopes and node names (the OD API itself is not installable).
+
+The TF1 sources are written the way the OD API's slim code builds them, with
+raw TensorFlow ops in a ``tf.compat.v1`` graph (independently of ssdkit's
+Keras networks): ``image_tensor`` -> ``Preprocessor/sub`` ((2/255) x - 1) ->
+``FeatureExtractor/MobilenetV*/...`` -> ``BoxPredictor_N/...`` -> ``concat``
+(box encodings [N, A, 1, 4]) / ``concat_1`` (logits [N, A, C + 1]) ->
+``Postprocessor`` -> ``detection_*``; anchors in ``Concatenate/concat``.
+Weights are random and every batch norm has non-identity statistics. The
+folder holds what a zoo archive holds: ``frozen_inference_graph.pb``,
+``model.ckpt.*`` (with ``.meta``), ``pipeline.config`` and a label map.
+
+Names and semantics follow research/object_detection (models/ssd_mobilenet_v1/
+v2_feature_extractor.py, feature_map_generators.py, predictors/heads/box_head.py
+and class_head.py, exporter.py) and research/slim (nets/mobilenet_v1.py,
+nets/mobilenet/mobilenet_v2.py, conv_blocks.py).
+"""
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+V1_BLOCKS = ((1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512),
+             (1, 512), (1, 512), (1, 512), (1, 512), (1, 512), (2, 1024), (1, 1024))
+V2_BLOCKS = ((1, 16), (2, 24), (1, 24), (2, 32), (1, 32), (1, 32), (2, 64), (1, 64), (1, 64), (1, 64),
+             (1, 96), (1, 96), (1, 96), (2, 160), (1, 160), (1, 160), (1, 320))
+EXTRA_DEPTHS = (512, 256, 256, 128)
+
+
+@dataclass
+class Tf1Spec:
+    """What to build. ``kind``: ssd_mobilenet_v1, ssd_mobilenet_v2, ssdlite_mobilenet_v2."""
+
+    kind: str = "ssd_mobilenet_v2"
+    depth_multiplier: float = 0.25
+    input_size: int = 96
+    num_classes: int = 3
+    min_depth: int = 16
+    seed: int = 0
+    bn_scale: bool = True  # False: no gamma variables (slim's scale=False)
+    fused_bn: bool = True  # False: the unfused batch norm ops (ssd_mobilenet_v1 builds fused=False)
+    labels: tuple[str, ...] = ()
+    score_threshold: float = 1e-8
+    iou_threshold: float = 0.6
+    extra: dict = field(default_factory=dict)
+
+
+def _make_divisible(v, divisor=8, min_value=None):
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class _Builder:
+    def __init__(self, tf, rng, spec: Tf1Spec):
+        self.tf, self.rng, self.spec = tf, rng, spec
+
+    def var(self, name, value):
+        tf = self.tf
+        return tf.compat.v1.get_variable(name, initializer=tf.constant(value.astype(np.float32)))
+
+    def kernel(self, shape, fan_in):
+        return self.rng.normal(0, np.sqrt(2.0 / fan_in), shape).astype(np.float32)
+
+    def batch_norm(self, x):
+        tf = self.tf
+        depth = int(x.shape[-1])
+        with tf.compat.v1.variable_scope("BatchNorm"):
+            gamma = self.var("gamma", self.rng.uniform(0.5, 1.5, depth)) if self.spec.bn_scale else None
+            beta = self.var("beta", self.rng.normal(0, 0.2, depth))
+            mean = self.var("moving_mean", self.rng.normal(0, 0.2, depth))
+            variance = self.var("moving_variance", self.rng.uniform(0.5, 2.0, depth))
+            if self.spec.fused_bn:
+                scale = gamma if gamma is not None else tf.ones([depth])
+                y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, scale, beta, mean, variance, epsilon=0.001,
+                                                           is_training=False, name="FusedBatchNorm")
+                return y
+            with tf.name_scope("batchnorm"):  # slim's unfused formula, as OD API SSD-MobileNetV1 builds it
+                inv = tf.math.rsqrt(tf.add(variance, tf.constant(0.001, name="add/y"), name="add"))
+                if gamma is not None:
+                    inv = tf.multiply(inv, gamma, name="mul")
+                return tf.add(x * inv, beta - mean * inv, name="add_1")
+
+    def conv(self, x, name, filters, kernel=1, stride=1, activation=True, bias=False, bn=True):
+        tf = self.tf
+        with tf.compat.v1.variable_scope(name):
+            cin = int(x.shape[-1])
+            w = self.var("weights", self.kernel((kernel, kernel, cin, filters), kernel * kernel * cin))
+            y = tf.nn.conv2d(x, w, [1, stride, stride, 1], "SAME")
+            if bias:
+                y = tf.nn.bias_add(y, self.var("biases", self.rng.normal(0, 0.5, filters)))
+            if bn:
+                y = self.batch_norm(y)
+            return tf.nn.relu6(y) if activation else y
+
+    def depthwise(self, x, name, stride=1, kernel=3):
+        tf = self.tf
+        with tf.compat.v1.variable_scope(name):
+            cin = int(x.shape[-1])
+            w = self.var("depthwise_weights", self.kernel((kernel, kernel, cin, 1), kernel * kernel))
+            y = tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "SAME")
+            return tf.nn.relu6(self.batch_norm(y))
+
+
+def _mobilenet_v1(b: _Builder, x):
+    dm, md = b.spec.depth_multiplier, b.spec.min_depth
+
+    def depth(d):
+        return max(int(d * dm), md)
+
+    with b.tf.compat.v1.variable_scope("MobilenetV1"):
+        x = b.conv(x, "Conv2d_0", depth(32), 3, 2)
+        ends = {}
+        for i, (stride, filters) in enumerate(V1_BLOCKS, start=1):
+            x = b.depthwise(x, f"Conv2d_{i}_depthwise", stride)
+            x = b.conv(x, f"Conv2d_{i}_pointwise", depth(filters))
+            ends[f"Conv2d_{i}_pointwise"] = x
+    return [ends["Conv2d_11_pointwise"], ends["Conv2d_13_pointwise"]], "Conv2d_13_pointwise"
+
+
+def _mobilenet_v2(b: _Builder, x):
+    tf = b.tf
+    dm, md = b.spec.depth_multiplier, b.spec.min_depth
+
+    def depth(d):
+        return _make_divisible(d * dm, 8, md)
+
+    with tf.compat.v1.variable_scope("MobilenetV2"):
+        x = b.conv(x, "Conv", depth(32), 3, 2)
+        expansion = None
+        for index, (stride, filters) in enumerate(V2_BLOCKS):
+            scope = "expanded_conv" + (f"_{index}" if index else "")
+            with tf.compat.v1.variable_scope(scope):
+                cin = int(x.shape[-1])
+                inner = cin if index == 0 else _make_divisible(cin * 6, 8)
+                y = x
+                if inner > cin:
+                    y = b.conv(y, "expand", inner)
+                    if index == 13:
+                        expansion = y  # layer_15/expansion_output
+                y = b.depthwise(y, "depthwise", stride)
+                y = b.conv(y, "project", depth(filters), activation=False)
+                if stride == 1 and int(y.shape[-1]) == cin:
+                    y = y + x
+                x = y
+        x = b.conv(x, "Conv_1", depth(1280))
+    return [expansion, x], "layer_19"
+
+
+def _extra_layers(b: _Builder, maps, base, separable):
+    dm, md = b.spec.depth_multiplier, b.spec.min_depth
+
+    def depth(d):
+        return max(int(d * dm), md)
+
+    x = maps[-1]
+    for index, layer_depth in enumerate(EXTRA_DEPTHS, start=2):
+        x = b.conv(x, f"{base}_1_Conv2d_{index}_1x1_{depth(layer_depth // 2)}", depth(layer_depth // 2))
+        name = f"{base}_2_Conv2d_{index}_3x3_s2_{depth(layer_depth)}"
+        if separable:
+            x = b.depthwise(x, name + "_depthwise", 2)
+            x = b.conv(x, name, depth(layer_depth))
+        else:
+            x = b.conv(x, name, depth(layer_depth), 3, 2)
+        maps.append(x)
+    return maps
+
+
+def _anchors(spec: Tf1Spec, shapes):
+    from ssdkit.runtime.spec import MultipleGridAnchors
+
+    generator = MultipleGridAnchors()
+    return generator.generate(shapes, spec.input_size, spec.input_size).astype(np.float32), generator.per_location()
+
+
+def build_tf1_source(folder: str | Path, spec: Tf1Spec = Tf1Spec()) -> Path:
+    """Writes a TF1 zoo-style model folder; returns it."""
+    import tensorflow as tf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        b = _Builder(tf, rng, spec)
+        images = tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
+        with tf.name_scope("Preprocessor"):
+            resized = tf.compat.v1.image.resize_bilinear(tf.cast(images, tf.float32),
+                                                         [spec.input_size, spec.input_size])
+            normalized = tf.subtract(tf.multiply(2.0 / 255.0, resized, name="mul"), 1.0, name="sub")
+        with tf.compat.v1.variable_scope("FeatureExtractor"):
+            if spec.kind == "ssd_mobilenet_v1":
+                maps, base = _mobilenet_v1(b, normalized)
+                scope = "MobilenetV1"
+            else:
+                maps, base = _mobilenet_v2(b, normalized)
+                scope = "MobilenetV2"
+            with tf.compat.v1.variable_scope(scope):
+                maps = _extra_layers(b, maps, base, spec.kind.startswith("ssdlite"))
+        shapes = [tuple(int(d) for d in m.shape[1:3]) for m in maps]
+        anchors, per_location = _anchors(spec, shapes)
+        boxes, classes = [], []
+        separable = spec.kind.startswith("ssdlite")
+        kernel = 3 if separable else 1
+        for i, (fmap, k) in enumerate(zip(maps, per_location)):
+            with tf.compat.v1.variable_scope(f"BoxPredictor_{i}"):
+                outputs = []
+                for head, size in (("BoxEncodingPredictor", 4), ("ClassPredictor", spec.num_classes + 1)):
+                    x = fmap
+                    if separable:
+                        x = b.depthwise(x, f"{head}_depthwise", 1, kernel)
+                    x = b.conv(x, head, k * size, 1 if separable else kernel, activation=False, bias=True, bn=False)
+                    outputs.append(x)
+                batch = tf.shape(fmap)[0]
+                boxes.append(tf.reshape(outputs[0], tf.stack([batch, -1, 1, 4])))
+                classes.append(tf.reshape(outputs[1], tf.stack([batch, -1, spec.num_classes + 1])))
+        box_encodings = tf.concat(boxes, 1, name="concat")
+        class_predictions = tf.concat(classes, 1, name="concat_1")
+        squeezed = tf.squeeze(box_encodings, 2, name="Squeeze")
+        anchor_t = tf.constant(anchors, name="Concatenate/concat")
+        with tf.name_scope("Postprocessor"):
+            scores = tf.sigmoid(class_predictions, name="convert_scores")
+            ycenter_a = (anchor_t[:, 0] + anchor_t[:, 2]) / 2
+            xcenter_a = (anchor_t[:, 1] + anchor_t[:, 3]) / 2
+            ha, wa = anchor_t[:, 2] - anchor_t[:, 0], anchor_t[:, 3] - anchor_t[:, 1]
+            with tf.name_scope("Decode"):
+                ty = tf.divide(squeezed[..., 0], 10.0, name="div")
+                tx = tf.divide(squeezed[..., 1], 10.0, name="div_1")
+                th = tf.divide(squeezed[..., 2], 5.0, name="div_2")
+                tw = tf.divide(squeezed[..., 3], 5.0, name="div_3")
+            w, h = tf.exp(tw) * wa, tf.exp(th) * ha
+            yc, xc = ty * ha + ycenter_a, tx * wa + xcenter_a
+            decoded = tf.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=-1)
+            nmsed = tf.image.combined_non_max_suppression(
+                decoded[:, :, None, :], scores[:, :, 1:], 100, 100, spec.iou_threshold, spec.score_threshold,
+                clip_boxes=False)
+        tf.identity(nmsed.nmsed_boxes, name="detection_boxes")
+        tf.identity(nmsed.nmsed_scores, name="detection_scores")
+        tf.identity(nmsed.nmsed_classes + 1, name="detection_classes")
+        tf.identity(tf.cast(nmsed.valid_detections, tf.float32), name="num_detections")
+        outputs = ["detection_boxes", "detection_scores", "detection_classes", "num_detections", "concat", "concat_1"]
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver = tf.compat.v1.train.Saver()
+            saver.save(sess, str(folder / "model.ckpt"))
+            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), outputs)
+    (folder / "frozen_inference_graph.pb").write_bytes(frozen.SerializeToString())
+    labels = spec.labels or tuple(f"thing{i}" for i in range(1, spec.num_classes + 1))
+    (folder / "label_map.pbtxt").write_text("".join(
+        f'item {{\n  name: "/m/{i:04d}"\n  id: {i}\n  display_name: "{name}"\n}}\n' for i, name in enumerate(labels, 1)))
+    (folder / "pipeline.config").write_text(pipeline_config(spec))
+    return folder
+
+
+def pipeline_config(spec: Tf1Spec) -> str:
+    """A pipeline.config as the OD API's samples/configs write them."""
+    separable = spec.kind.startswith("ssdlite")
+    extractor = "ssd_mobilenet_v1" if spec.kind == "ssd_mobilenet_v1" else "ssd_mobilenet_v2"
+    hyper = """conv_hyperparams {
+          activation: RELU_6,
+          regularizer { l2_regularizer { weight: 0.00004 } }
+          initializer { truncated_normal_initializer { stddev: 0.03 mean: 0.0 } }
+          batch_norm { train: true, scale: true, center: true, decay: 0.9997, epsilon: 0.001, }
+        }"""
+    return f"""# {spec.kind} test model (ssdkit tests/convert/odapi_fixtures.py)
+model {{
+  ssd {{
+    num_classes: {spec.num_classes}
+    box_coder {{ faster_rcnn_box_coder {{ y_scale: 10.0 x_scale: 10.0 height_scale: 5.0 width_scale: 5.0 }} }}
+    matcher {{ argmax_matcher {{ matched_threshold: 0.5 unmatched_threshold: 0.5 }} }}
+    similarity_calculator {{ iou_similarity {{ }} }}
+    anchor_generator {{
+      ssd_anchor_generator {{
+        num_layers: 6
+        min_scale: 0.2
+        max_scale: 0.95
+        aspect_ratios: 1.0
+        aspect_ratios: 2.0
+        aspect_ratios: 0.5
+        aspect_ratios: 3.0
+        aspect_ratios: 0.3333
+      }}
+    }}
+    image_resizer {{ fixed_shape_resizer {{ height: {spec.input_size} width: {spec.input_size} }} }}
+    box_predictor {{
+      convolutional_box_predictor {{
+        min_depth: 0
+        max_depth: 0
+        num_layers_before_predictor: 0
+        use_dropout: false
+        dropout_keep_probability: 0.8
+        kernel_size: {3 if separable else 1}
+        use_depthwise: {str(separable).lower()}
+        box_code_size: 4
+        apply_sigmoid_to_scores: false
+        {hyper}
+      }}
+    }}
+    feature_extractor {{
+      type: '{extractor}'
+      min_depth: {spec.min_depth}
+      depth_multiplier: {spec.depth_multiplier}
+      use_depthwise: {str(separable).lower()}
+      {hyper}
+    }}
+    loss {{ classification_loss {{ weighted_sigmoid {{ }} }} localization_loss {{ weighted_smooth_l1 {{ }} }} }}
+    normalize_loss_by_num_matches: true
+    post_processing {{
+      batch_non_max_suppression {{
+        score_threshold: {spec.score_threshold}
+        iou_threshold: {spec.iou_threshold}
+        max_detections_per_class: 100
+        max_total_detections: 100
+      }}
+      score_converter: SIGMOID
+    }}
+  }}
+}}
+train_config: {{
+  batch_size: 24
+  fine_tune_checkpoint: "PATH_TO_BE_CONFIGURED/model.ckpt"
+}}
+train_input_reader: {{
+  tf_record_input_reader {{ input_path: "PATH_TO_BE_CONFIGURED/train.record" }}
+  label_map_path: "PATH_TO_BE_CONFIGURED/label_map.pbtxt"
+}}
+eval_input_reader: {{
+  tf_record_input_reader {{ input_path: "PATH_TO_BE_CONFIGURED/val.record" }}
+  label_map_path: "PATH_TO_BE_CONFIGURED/label_map.pbtxt"
+  shuffle: false
+}}
+"""
+
+
+def archive(folder: Path, target: Path, top: str | None = None) -> Path:
+    """``folder`` as a zoo-style ``.tar.gz`` with one top-level folder."""
+    with tarfile.open(target, "w:gz") as tar:
+        tar.add(folder, arcname=top or folder.name)
+    return target

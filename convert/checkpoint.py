@@ -34,9 +34,34 @@ def save_checkpoint(model: SSDModel, path: str | Path, dtype: str = "float32", e
     return path
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or for a folder (an ``ssdkit import`` output) the one
+    ``.npz`` checkpoint in it."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.npz"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{path}: expected one .npz checkpoint in the folder, found {len(found)}")
+        return found[0]
+    return path
+
+
+def checkpoint_config(path: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` stored in a checkpoint (file or import folder)."""
+    return read_checkpoint(path)[0]
+
+
+def model_from_weights(weights: str | Path | None, default: str = "ssd_mnv2") -> str:
+    """The zoo name a ``--weights`` checkpoint (file or import folder) was made
+    for; ``default`` when no checkpoint is given."""
+    if weights is None or str(weights) in ("auto", "none"):
+        return default
+    return checkpoint_config(weights).model
+
+
 def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict, dict[str, np.ndarray]]:
     """Returns (config, meta, weights by variable name)."""
-    path = Path(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
@@ -50,10 +75,22 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict, dict[str, np.n
     return ModelConfig.from_dict(meta["config"]), meta, weights
 
 
-def apply_weights(model: SSDModel, weights: dict[str, np.ndarray], source: str | Path) -> None:
+def is_class_head(name: str) -> bool:
+    """A weight of the class-prediction layers (re-initialised when the classes change)."""
+    return "ClassPredictor" in name
+
+
+def apply_weights(model: SSDModel, weights: dict[str, np.ndarray], source: str | Path,
+                  skip_class_head: bool = False) -> None:
     """Assigns stored weights to the model by variable name; every variable
-    must be present with its exact shape."""
+    must be present with its exact shape (``skip_class_head``: except the
+    class head's that the number of classes shapes, which keep their initialisation)."""
     variables = {w.name: w for w in model.keras_model.weights}
+    if skip_class_head:
+        resized = {n for n, w in variables.items()
+                   if is_class_head(n) and n in weights and tuple(w.shape) != weights[n].shape}
+        variables = {n: w for n, w in variables.items() if n not in resized}
+        weights = {n: w for n, w in weights.items() if n not in resized}
     missing = sorted(set(variables) - set(weights))
     unexpected = sorted(set(weights) - set(variables))
     wrong = sorted(n for n in set(variables) & set(weights) if tuple(variables[n].shape) != weights[n].shape)
@@ -79,7 +116,7 @@ def resolve_weights(model_name: str, weights: str | Path | None, customised: boo
 
 
 def prepare_model(
-    model_name: str,
+    model_name: str | None,
     weights: str | Path | None = None,
     *,
     width: float | None = None,
@@ -87,25 +124,36 @@ def prepare_model(
     labels: tuple[str, ...] | None = None,
     backbone_weights: str = "auto",
     seed: int = 0,
+    new_classes: bool = False,
 ) -> SSDModel:
     """Builds the network with its weights: an ssdkit checkpoint if given
-    (options given explicitly must agree with it), else ImageNet backbone
-    weights when available and a random head, with an ``UntrainedWarning``."""
+    (options given explicitly must agree with it; ``model_name`` None takes
+    the checkpoint's), else ImageNet backbone weights when available and a
+    random head, with an ``UntrainedWarning``. ``new_classes``: ``labels``
+    replace the checkpoint's and only the class head starts afresh (fine-tuning
+    to other classes)."""
+    import dataclasses
+
     import tf_keras as keras
 
     keras.utils.set_random_seed(seed)
     asked = {"width": width, "input_size": input_size, "labels": labels}
     if weights is None:
+        if model_name is None:
+            raise ValueError("give --model (a zoo name) or --weights (a checkpoint)")
         config = ModelConfig(model_name, **{k: v for k, v in asked.items() if v is not None})
         model = build_model(config)
         warn_untrained(model.spec, load_backbone_weights(model, backbone_weights))
         return model
     config, _, arrays = read_checkpoint(weights)
-    if config.model != model_name:
+    if model_name is not None and config.model != model_name:
         raise ValueError(f"{weights}: checkpoint is for {config.model}, not {model_name}")
+    reinit = new_classes and labels is not None and tuple(labels) != config.labels
+    if reinit:
+        config = dataclasses.replace(config, labels=tuple(labels))
     for field, value in asked.items():
         if value is not None and value != getattr(config, field):
             raise ValueError(f"{weights}: checkpoint has {field}={getattr(config, field)!r}, which conflicts with {value!r}")
     model = build_model(config)
-    apply_weights(model, arrays, weights)
+    apply_weights(model, arrays, weights, skip_class_head=reinit)
     return model

@@ -46,12 +46,14 @@ def register(subparsers) -> None:
     models.set_defaults(handler=_models)
 
     export = subparsers.add_parser("export", help="export a zoo model (SavedModel, TFLite, ONNX)")
-    export.add_argument("--model", default="ssd_mnv2", help=f"zoo name: {', '.join(ZOO)} (default ssd_mnv2)")
+    export.add_argument("--model", help=f"zoo name: {', '.join(ZOO)} (default: the checkpoint's with --weights "
+                                        "CHECKPOINT, else ssd_mnv2)")
     export.add_argument("--format", default="savedmodel", help="savedmodel, tflite or onnx (default savedmodel)")
     export.add_argument("--out", help="output folder (default build/MODEL/)")
     export.add_argument("--weights", default="auto",
-                        help="ssdkit checkpoint (.npz) to export, none (untrained), or auto (default): the shipped "
-                             "demo weights where the zoo has them (ssd_mnv2) and the network is not customised")
+                        help="ssdkit checkpoint (.npz, or an `ssdkit import` folder) to export, none (untrained), or "
+                             "auto (default): the shipped demo weights where the zoo has them (ssd_mnv2) and the "
+                             "network is not customised")
     export.add_argument("--backbone-weights", default="auto",
                         help="ImageNet backbone weights for an untrained model: auto (the Keras cache, if present), none, or an .h5 path")
     export.add_argument("--width", type=float, help="width multiplier (default 1.0)")
@@ -128,6 +130,10 @@ def _export(args) -> int:
     if args.labels and args.num_classes:
         raise ValueError("give --labels or --num-classes, not both")
     labels = args.labels or (tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
+    if args.model is None:
+        from .checkpoint import model_from_weights
+
+        args.model = model_from_weights(args.weights)
     get_entry(args.model)
     if args.format not in EXPORTERS:
         raise ValueError(f"unknown format {args.format!r}; expected one of {', '.join(EXPORTERS)}")

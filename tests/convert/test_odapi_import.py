@@ -1,0 +1,272 @@
+"""``ssdkit import`` of TF1 OD API models: folders, archives, zoo names over
+HTTP on 127.0.0.1, lone frozen graphs, checkpoints; parity, labels, errors,
+and the import as a checkpoint for export and fine-tuning.
+
+Sources are built by ``odapi_fixtures`` with the OD API's naming (slim
+scopes, ``concat``/``concat_1``, ``Concatenate/concat``), random weights and
+non-identity batch norms, at depth multiplier 0.25 and 96x96 to stay fast.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from odapi_fixtures import Tf1Spec, archive, build_tf1_source  # noqa: E402
+
+from ssdkit.cli import main  # noqa: E402
+from ssdkit.convert.odapi import textproto  # noqa: E402
+from ssdkit.convert.odapi.config import UnsupportedModel, read_label_map, read_pipeline_config  # noqa: E402
+from ssdkit.runtime.spec import MultipleGridAnchors  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def v2_source(tmp_path_factory):
+    return build_tf1_source(tmp_path_factory.mktemp("odapi") / "ssd_mobilenet_v2_coco_2018_03_29",
+                            Tf1Spec("ssd_mobilenet_v2", labels=("cat", "dog", "bird")))
+
+
+@pytest.fixture(scope="module")
+def v2_import(v2_source):
+    from ssdkit.convert.odapi.importer import import_model
+
+    return import_model(str(v2_source), progress=False)
+
+
+def test_textproto_reads_pipeline_config_syntax():
+    message = textproto.parse("""
+      # comment
+      model { ssd { num_classes: 7 feature_extractor { type: 'ssd_mobilenet_v2' depth_multiplier: 0.5 }
+        anchor_generator { ssd_anchor_generator { aspect_ratios: 1.0 aspect_ratios: [2.0, 0.5] } } } }
+      train_config: { batch_size: 24, fine_tune_checkpoint: "a/" "b" }
+      post_processing < score_converter: SIGMOID >
+    """)
+    assert message.path("model.ssd.num_classes") == 7
+    assert message.path("model.ssd.feature_extractor.depth_multiplier") == 0.5
+    assert message.message("model").message("ssd").message("anchor_generator").message(
+        "ssd_anchor_generator").all("aspect_ratios") == [1.0, 2.0, 0.5]
+    assert message.path("train_config.fine_tune_checkpoint") == "a/b"
+    assert message.path("post_processing.score_converter") == "SIGMOID"
+    with pytest.raises(textproto.TextProtoError, match="line 2"):
+        textproto.parse("model {\n  ssd { num_classes 3 }\n}")
+
+
+def test_pipeline_config_and_label_map(v2_source):
+    config = read_pipeline_config(v2_source / "pipeline.config")
+    assert (config.feature_extractor, config.num_classes, config.input_size) == ("ssd_mobilenet_v2", 3, (96, 96))
+    assert config.anchors == MultipleGridAnchors()
+    assert config.postprocessing.iou_threshold == 0.6 and config.postprocessing.score_activation == "sigmoid"
+    assert read_label_map(v2_source / "label_map.pbtxt") == {1: "cat", 2: "dog", 3: "bird"}
+
+
+def test_tf1_folder_imports_with_parity(v2_import):
+    report = v2_import.parity
+    assert report.runnable and report.source_kind == "the frozen graph"
+    assert report.relative < 1e-4, report.table()
+    assert all(row.top_identical for row in report.rows) and report.agreement == 1.0
+    assert [row.photo for row in report.rows] == ["astronaut", "coffee", "chelsea"]
+    spec = v2_import.model.spec
+    assert spec.name == "ssd_mnv2_odapi" and spec.input_size == (96, 96) and spec.labels == ("cat", "dog", "bird")
+    assert v2_import.model.config.width == 0.25
+    # A network of another seed is far from the source: the comparison can fail.
+    from ssdkit.convert.odapi.parity import compare
+
+    other = v2_import.model.keras_model.get_weights()
+    v2_import.model.keras_model.set_weights([w * 1.01 for w in other])
+    try:
+        from ssdkit.convert.odapi import tf1
+        from ssdkit.convert.odapi.parity import load_photos, tf1_runner
+
+        source = Path(v2_import.source["origin"]) / "frozen_inference_graph.pb"
+        graph_def = tf1.load_graph_def(source)
+        runner = tf1_runner(graph_def, tf1.graph_facts(graph_def), "the frozen graph", source.name)
+        assert not compare(runner, v2_import.model, load_photos(None)[:1]).passed
+    finally:
+        v2_import.model.keras_model.set_weights(other)
+
+
+def test_import_folder_is_a_checkpoint_for_export_and_fine_tuning(v2_import, tmp_path):
+    from ssdkit.convert.checkpoint import prepare_model
+    from ssdkit.convert.odapi.importer import write_import
+
+    out = write_import(v2_import, tmp_path / "imported")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "labels.txt", "parity.json", "parity.md",
+                                                      "source.json"]
+    assert json.loads((out / "parity.json").read_text())["passed"]
+    model = prepare_model(None, out)
+    assert model.spec == v2_import.model.spec
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+    a, b = model.keras_model(x), v2_import.model.keras_model(x)
+    assert np.array_equal(a["class_predictions"].numpy(), b["class_predictions"].numpy())
+    # Fine-tuning to other classes: only the class head changes shape and starts afresh.
+    tuned = prepare_model(None, out, labels=("a", "b"), new_classes=True)
+    assert tuned.spec.labels == ("a", "b") and tuned.spec.anchors == model.spec.anchors
+    new = {w.name: w.numpy() for w in tuned.keras_model.weights}
+    for w in model.keras_model.weights:
+        if "ClassPredictor/" in w.name and w.name.endswith(("kernel:0", "bias:0")):
+            assert new[w.name].shape[-1] == 3 * 3 or new[w.name].shape != w.shape
+        else:
+            assert np.array_equal(new[w.name], w.numpy()), w.name
+    # Writing again over an earlier import is allowed; over a user's folder it is not.
+    write_import(v2_import, out)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an earlier import"):
+        write_import(v2_import, user)
+    assert (user / "notes.txt").read_text() == "mine"
+
+
+def test_lone_frozen_graph_recovers_architecture_and_anchors(v2_source, tmp_path, recwarn):
+    from ssdkit.convert.odapi.importer import LabelsWarning, import_model
+
+    lone = tmp_path / "frozen_inference_graph.pb"
+    shutil.copy(v2_source / "frozen_inference_graph.pb", lone)
+    imported = import_model(str(lone), progress=False)
+    spec = imported.model.spec
+    assert spec.anchors == MultipleGridAnchors() and spec.input_size == (96, 96)
+    assert spec.labels == ("class_1", "class_2", "class_3")
+    assert any(issubclass(w.category, LabelsWarning) for w in recwarn)
+    assert imported.model.config.width == 0.25 and imported.parity.relative < 1e-4
+    assert "recovered from the graph" in " ".join(imported.notes)
+    assert spec.box_coder.scales == (10.0, 10.0, 5.0, 5.0)
+    # --labels names them.
+    named = import_model(str(lone), labels_file=("x", "y", "z"), progress=False)
+    assert named.model.spec.labels == ("x", "y", "z")
+
+
+def test_tf1_checkpoint_with_and_without_meta(v2_source, tmp_path, recwarn):
+    from ssdkit.convert.odapi.importer import ParityWarning, import_model
+
+    with_meta = import_model(str(v2_source / "model.ckpt"), progress=False)
+    assert with_meta.parity.source_kind == "the checkpoint's .meta graph"
+    assert with_meta.parity.relative < 1e-4
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for path in v2_source.iterdir():
+        if path.name != "model.ckpt.meta" and not path.name.endswith(".pb"):
+            shutil.copy(path, bare / path.name)
+    without = import_model(str(bare / "model.ckpt"), progress=False)
+    assert not without.parity.runnable and "not checked" in without.parity.table()
+    assert any(issubclass(w.category, ParityWarning) for w in recwarn)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_zoo_name_downloads_over_http_checks_and_caches(v2_source, tmp_path, monkeypatch):
+    from ssdkit.convert.odapi.zoo import fetch_if_zoo_name
+
+    served = tmp_path / "served"
+    served.mkdir()
+    archive(v2_source, served / "ssd_mobilenet_v2_coco_2018_03_29.tar.gz")
+    (served / "ssdlite_mobilenet_v2_coco_2018_05_09.tar.gz").write_bytes(
+        (served / "ssd_mobilenet_v2_coco_2018_03_29.tar.gz").read_bytes()[:5000])  # truncated
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("SSDKIT_ODAPI_ZOO_URL", f"http://127.0.0.1:{server.server_port}/")
+        monkeypatch.setenv("SSDKIT_CACHE", str(tmp_path / "cache"))
+        path = Path(fetch_if_zoo_name("ssd_mobilenet_v2_coco_2018_03_29", progress=False))
+        assert path == tmp_path / "cache" / "odapi" / "ssd_mobilenet_v2_coco_2018_03_29.tar.gz" and path.is_file()
+        with pytest.raises(ValueError, match="not a complete .tar.gz"):
+            fetch_if_zoo_name("ssdlite_mobilenet_v2_coco_2018_05_09", progress=False)
+        assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # nothing partial left
+        out = tmp_path / "out"
+        assert main(["import", "ssd_mobilenet_v2_coco_2018_03_29", "--out", str(out), "--no-progress"]) == 0
+        assert json.loads((out / "source.json").read_text())["origin"] == "ssd_mobilenet_v2_coco_2018_03_29"
+    finally:
+        server.shutdown()
+    # Offline: one line saying where to put the archive.
+    monkeypatch.setenv("SSDKIT_ODAPI_ZOO_URL", f"http://127.0.0.1:{server.server_port}/")
+    with pytest.raises(OSError, match="put the archive at .*ssd_mobilenet_v1_coco_2018_01_28.tar.gz"):
+        fetch_if_zoo_name("ssd_mobilenet_v1_coco_2018_01_28", progress=False)
+
+
+@pytest.mark.parametrize("kind", ["ssd_mobilenet_v1", "ssdlite_mobilenet_v2"])
+def test_other_tf1_architectures(kind, tmp_path):
+    from ssdkit.convert.odapi.importer import import_model
+
+    # ssd_mobilenet_v1 builds its batch norms unfused (fused=False); SSDLite has depthwise extra layers and heads.
+    source = build_tf1_source(tmp_path / kind, Tf1Spec(kind, fused_bn=kind != "ssd_mobilenet_v1", bn_scale=False,
+                                                       input_size=64 if kind == "ssd_mobilenet_v1" else 96))
+    imported = import_model(str(source / "model.ckpt"), progress=False)
+    assert imported.model.spec.name == {"ssd_mobilenet_v1": "ssd_mnv1_odapi",
+                                        "ssdlite_mobilenet_v2": "ssdlite_mnv2_odapi"}[kind]
+    assert imported.parity.relative < 1e-4 and all(r.top_identical for r in imported.parity.rows)
+
+
+def _cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_errors_are_one_line_exit_2_and_write_nothing(v2_source, tmp_path, capsys):
+    out = tmp_path / "out"
+    truncated = tmp_path / "truncated" / "frozen_inference_graph.pb"
+    truncated.parent.mkdir()
+    truncated.write_bytes((v2_source / "frozen_inference_graph.pb").read_bytes()[:3000])
+    code, _, err = _cli(["import", str(truncated), "--out", str(out)], capsys)
+    assert code == 2 and "truncated" in err and str(truncated) in err and len(err.strip().splitlines()) == 1
+
+    # Not an SSD: a graph without a MobileNet feature extractor.
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.constant(np.ones((3, 3, 3, 8), np.float32), name="resnet/conv1/weights")
+    not_ssd = tmp_path / "notssd.pb"
+    not_ssd.write_bytes(graph.as_graph_def().SerializeToString())
+    code, _, err = _cli(["import", str(not_ssd), "--out", str(out)], capsys)
+    assert code == 2 and "not a TF OD API SSD graph" in err
+
+    # An unsupported backbone named in the config.
+    other = tmp_path / "inception"
+    shutil.copytree(v2_source, other)
+    config = other / "pipeline.config"
+    config.write_text(config.read_text().replace("type: 'ssd_mobilenet_v2'", "type: 'ssd_inception_v2'"))
+    code, _, err = _cli(["import", str(other), "--out", str(out)], capsys)
+    assert code == 2 and "ssd_inception_v2" in err and "Inception backbones are not implemented" in err
+
+    # Weights whose shapes do not fit the config's network.
+    wide = tmp_path / "wide"
+    shutil.copytree(v2_source, wide)
+    config = wide / "pipeline.config"
+    config.write_text(config.read_text().replace("depth_multiplier: 0.25", "depth_multiplier: 1.0"))
+    code, _, err = _cli(["import", str(wide), "--out", str(out)], capsys)
+    assert code == 2 and "do not fit" in err and "expected" in err
+    assert not out.exists()
+
+    # Parity over the tolerance: exit 2, the table printed, nothing written; --force keeps it.
+    code, stdout, err = _cli(["import", str(v2_source), "--out", str(out), "--tolerance", "1e-12"], capsys)
+    assert code == 2 and "differs from the source" in err and "box enc max|d|" in stdout and not out.exists()
+    code, _, _ = _cli(["import", str(v2_source), "--out", str(out), "--tolerance", "1e-12", "--force"], capsys)
+    assert code == 0 and json.loads((out / "source.json").read_text())["forced"]
+    assert "tolerance 1e-12" in (out / "parity.md").read_text()
+
+
+def test_unsupported_configs_say_why(v2_source):
+    from ssdkit.convert.odapi.config import interpret
+
+    text = (v2_source / "pipeline.config").read_text()
+    for old, new, expected in (
+        ("ssd {", "faster_rcnn {", "not an SSD"),
+        ("num_layers_before_predictor: 0", "num_layers_before_predictor: 2", "num_layers_before_predictor"),
+        ("score_converter: SIGMOID", "score_converter: IDENTITY", "score_converter"),
+        ("fixed_shape_resizer { height: 96 width: 96 }", "keep_aspect_ratio_resizer { min_dimension: 96 }",
+         "fixed_shape_resizer"),
+    ):
+        with pytest.raises(UnsupportedModel, match=expected):
+            interpret(textproto.parse(text.replace(old, new, 1)), "pipeline.config")

@@ -205,6 +205,33 @@ def _import(source: Source, origin: str, labels_file, photos_dir, tolerance, sta
     return finish(Imported(model, parity, _provenance(source, origin, network, started), notes))
 
 
+def source_runner(spec: str):
+    """(Runner or None, why not) for SOURCE as ``ssdkit import`` finds it."""
+    from . import tf1
+
+    location = __import__("ssdkit.convert.odapi.zoo", fromlist=["fetch_if_zoo_name"]).fetch_if_zoo_name(spec, False)
+    source = open_source(location)
+    if source.tf_version == 2:
+        from . import tf2
+
+        return tf2.saved_model_runner(source), source
+    if source.frozen_graph is not None:
+        graph_def = tf1.load_graph_def(source.frozen_graph)
+        facts = tf1.graph_facts(graph_def)
+        if facts.input_tensor and facts.box_encodings:
+            return tf1_runner(graph_def, facts, "the frozen graph", source.frozen_graph.name), source
+    if source.meta_graph is not None:
+        from tensorflow.core.protobuf import meta_graph_pb2
+
+        meta = meta_graph_pb2.MetaGraphDef()
+        meta.ParseFromString(source.meta_graph.read_bytes())
+        facts = tf1.graph_facts(meta.graph_def)
+        if facts.input_tensor and facts.box_encodings:
+            return tf1_runner(None, facts, "the checkpoint's .meta graph", source.meta_graph.name,
+                              checkpoint=source.tf1_checkpoint, meta=source.meta_graph), source
+    return None, source
+
+
 def finish(imported: Imported) -> Imported:
     """Raises ParityFailed when the comparison failed, else returns ``imported``."""
     if not imported.parity.passed:

@@ -118,10 +118,11 @@ def run_both(runner: Runner, model, inputs: Sequence[np.ndarray]):
     return source, imported
 
 
-def detections(encodings: np.ndarray, logits: np.ndarray, spec: ModelSpec, anchors: np.ndarray):
+def detections(encodings: np.ndarray, logits: np.ndarray, spec: ModelSpec, anchors: np.ndarray,
+               activated: bool = False):
     """(boxes, classes, scores) with the spec's own NMS settings (per-class NMS)."""
     post = spec.postprocessing
-    scores = postprocess.activate(logits, post.score_activation)
+    scores = logits if activated else postprocess.activate(logits, post.score_activation)
     boxes, classes, kept, n = postprocess.detection_postprocess(
         encodings, scores, anchors, max_detections=post.max_detections, detections_per_class=post.detections_per_class,
         use_regular_nms=True, nms_score_threshold=max(post.score_threshold, 1e-8),
@@ -223,3 +224,86 @@ def compare(runner: Runner, model, photos, tolerance: float = DEFAULT_TOLERANCE)
         report.rows.append(PhotoRow(name, box_max, logit_max, relative, int((ref[2] >= AGREEMENT_MIN_SCORE).sum()),
                                     detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE), top_identical(ref, cand)))
     return report
+
+
+@dataclass
+class ExportRow:
+    file: str
+    precision: str
+    box_max: float | None = None
+    score_max: float | None = None
+    relative: float | None = None
+    agreement: float | None = None
+    top_identical: bool | None = None
+    check: str = "-"
+    problem: str | None = None
+
+
+def export_spec(export_dir: str | Path) -> ModelSpec:
+    """The ModelSpec an ssdkit export folder carries (saved_model/assets.extra)."""
+    path = Path(export_dir) / "saved_model" / "assets.extra" / "ssdkit_spec.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; --against needs an ssdkit export folder (with saved_model/)")
+    return ModelSpec.from_json(path.read_text())
+
+
+def verify_exports(runner: Runner, artifacts, photos, tolerance: float, spec: ModelSpec) -> list[ExportRow]:
+    """Each exported file with raw outputs against the source, on the same
+    photos: box encodings and activated scores (TFLite ``_nonms`` files output
+    scores, not logits), detections with the file's spec. Float files fail
+    beyond ``tolerance`` (relative); quantized ones are reported."""
+    from ssdkit.evaluation.evaluate import open_detector
+    from ssdkit.evaluation.verify import FLOAT_PRECISIONS, raw_outputs
+
+    rows = []
+    for artifact in artifacts:
+        row = ExportRow(artifact.name, artifact.precision)
+        rows.append(row)
+        try:
+            with open_detector(artifact.path) as detector:
+                if detector.roles.kind != "raw":
+                    row.problem = "embedded NMS: compare its raw twin (_nonms / _raw)"
+                    continue
+                anchors = spec.anchors_center_size()
+                worst = [0.0, 0.0, 0.0]
+                agreements, identical = [], True
+                for (_, image), x in zip(photos, normalized_inputs(photos, spec)):
+                    boxes, logits = runner.run(x)
+                    scores = postprocess.activate(logits, spec.postprocessing.score_activation)
+                    out = raw_outputs(detector, image)
+                    b, sc = out["box_encodings"], out["class_predictions"]
+                    if sc.shape != scores.shape:
+                        raise ValueError(f"class outputs of shape {list(sc.shape)}, the source's {list(scores.shape)}")
+                    worst[0] = max(worst[0], float(np.abs(b - boxes).max()))
+                    worst[1] = max(worst[1], float(np.abs(sc - scores).max()))
+                    worst[2] = max(worst[2], worst[0] / max(float(np.abs(boxes).max()), 1e-12), worst[1])
+                    ref = detections(boxes, scores, spec, anchors, activated=True)
+                    cand = detections(b, sc, spec, anchors, activated=True)
+                    agreements.append(detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE))
+                    identical = identical and top_identical(ref, cand)
+                row.box_max, row.score_max, row.relative = worst
+                row.agreement, row.top_identical = float(np.mean(agreements)), identical
+                if row.precision in FLOAT_PRECISIONS:
+                    row.check = "pass" if row.relative <= tolerance else "FAIL"
+                    if row.check == "FAIL":
+                        row.problem = f"differs from the source by {row.relative:.3g} (tolerance {tolerance:g})"
+        except (ValueError, RuntimeError, OSError) as exc:
+            row.check, row.problem = "FAIL", str(exc)
+    return rows
+
+
+def export_table(rows: list[ExportRow], source: str, tolerance: float) -> str:
+    from ssdkit.tables import text_table
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    body = [(r.file, r.precision, cell(r.box_max, ".3g"), cell(r.score_max, ".3g"), cell(r.relative, ".3g"),
+             "-" if r.agreement is None else f"{r.agreement:.1%}",
+             "-" if r.top_identical is None else ("yes" if r.top_identical else "no"), r.check) for r in rows]
+    return "\n".join([
+        f"parity: exports vs {source}",
+        text_table(("file", "precision", "box enc max|d|", "scores max|d|", "relative", "agreement",
+                    f"top-{TOP_K} identical", "check"), body),
+        f"scores compared after the model's activation (TFLite raw files output scores); relative: box |d| over the "
+        f"source's largest encoding, scores as they are; float files checked at {tolerance:g}, quantized reported."])

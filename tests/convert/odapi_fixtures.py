@@ -341,3 +341,151 @@ def archive(folder: Path, target: Path, top: str | None = None) -> Path:
     with tarfile.open(target, "w:gz") as tar:
         tar.add(folder, arcname=top or folder.name)
     return target
+
+
+def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int = 3, seed: int = 0) -> Path:
+    """A TF2 zoo-style ``ssd_mobilenet_v2_keras`` folder (``checkpoint/ckpt-0``,
+    ``saved_model/``, ``pipeline.config``) as the OD API's Keras classes
+    build it: the Keras MobileNetV2 application (its layer names) as
+    ``_feature_extractor.classification_backbone``, ``FeatureMaps`` with
+    ``convolutions``, a ``BoxPredictor`` of ``ConvolutionalBoxHead_N`` /
+    ``ConvolutionalClassHead_N`` layers; width 1.0 (where Keras's and slim's
+    depth rules agree), random weights and batch-norm statistics."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from ssdkit.runtime.spec import MultipleGridAnchors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    keras.backend.clear_session()
+    relu6 = tf.nn.relu6
+
+    class FeatureMaps(keras.Model):
+        def __init__(self):
+            super().__init__(name="FeatureMaps")
+            self.convolutions = [[], []]
+            for index, layer_depth in enumerate(EXTRA_DEPTHS, start=2):
+                net = []
+                for stage, depth, kernel, stride in ((1, layer_depth // 2, 1, 1), (2, layer_depth, 3, 2)):
+                    name = (f"layer_19_1_Conv2d_{index}_1x1_{depth}" if stage == 1
+                            else f"layer_19_2_Conv2d_{index}_3x3_s2_{depth}")
+                    net += [keras.layers.Conv2D(depth, kernel, strides=stride, padding="same", use_bias=False,
+                                                name=name + "_conv"),
+                            keras.layers.BatchNormalization(epsilon=1e-3, name=name + "_batchnorm"),
+                            keras.layers.Lambda(relu6, name=name)]
+                self.convolutions.append(net)
+
+        def call(self, features):
+            maps = list(features)
+            x = maps[-1]
+            for net in self.convolutions[2:]:
+                for layer in net:
+                    x = layer(x)
+                maps.append(x)
+            return maps
+
+    class FeatureExtractor(keras.Model):
+        def __init__(self):
+            super().__init__(name="ssd_mobile_net_v2_keras_feature_extractor")
+            full = keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=None,
+                                                  input_shape=(input_size, input_size, 3))
+            self.classification_backbone = keras.Model(
+                full.inputs, [full.get_layer("block_13_expand_relu").output, full.get_layer("out_relu").output])
+            self.feature_map_generator = FeatureMaps()
+
+        def call(self, x):
+            return self.feature_map_generator(self.classification_backbone(x))
+
+    per_location = MultipleGridAnchors().per_location()
+
+    class Head(keras.layers.Layer):
+        def __init__(self, kind, index, filters):
+            super().__init__(name=f"Convolutional{kind}Head_{index}")
+            layer = "BoxEncodingPredictor" if kind == "Box" else "ClassPredictor"
+            self._layers = [keras.layers.Conv2D(filters, 1, padding="same", name=layer)]
+            self.size = 4 if kind == "Box" else num_classes + 1
+
+        def call(self, x):
+            for layer in self._layers:
+                x = layer(x)
+            return tf.reshape(x, [tf.shape(x)[0], -1, self.size])
+
+    class BoxPredictor(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="BoxPredictor")
+            self._prediction_heads = {
+                "box_encodings": [Head("Box", i, k * 4) for i, k in enumerate(per_location)],
+                "class_predictions_with_background": [Head("Class", i, k * (num_classes + 1))
+                                                      for i, k in enumerate(per_location)]}
+
+        def call(self, maps):
+            return {key: [head(m) for head, m in zip(heads, maps)] for key, heads in self._prediction_heads.items()}
+
+    class SSDMetaArch(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="ssd_meta_arch")
+            self._feature_extractor = FeatureExtractor()
+            self._box_predictor = BoxPredictor()
+
+        def call(self, x):
+            maps = self._feature_extractor(x)
+            out = self._box_predictor(maps)
+            return (tf.concat(out["box_encodings"], 1), tf.concat(out["class_predictions_with_background"], 1),
+                    [tuple(int(d) for d in m.shape[1:3]) for m in maps])
+
+    model = SSDMetaArch()
+    _, _, shapes = model(tf.zeros([1, input_size, input_size, 3]))
+    for variable in model.weights:
+        name, shape = variable.name, tuple(variable.shape)
+        if "gamma" in name:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif "beta" in name or "moving_mean" in name:
+            value = rng.normal(0, 0.2, shape)
+        elif "moving_variance" in name:
+            value = rng.uniform(0.5, 2.0, shape)
+        elif "bias" in name:
+            value = rng.normal(0, 0.5, shape)
+        else:
+            fan_in = int(np.prod(shape[:-1])) if "depthwise" not in name else int(np.prod(shape[:2]))
+            value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
+        variable.assign(value.astype(np.float32))
+    anchors = MultipleGridAnchors().generate(shapes, input_size, input_size).astype(np.float32)
+
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder / "checkpoint"), max_to_keep=1)
+    manager.save(checkpoint_number=0)
+
+    class DetectionInferenceModule(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self._model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
+        def __call__(self, input_tensor):
+            images = tf.image.resize(tf.cast(input_tensor, tf.float32), [input_size, input_size])
+            normalized = (2.0 / 255.0) * images - 1.0
+            boxes, logits, _ = self._model(normalized)
+            scores = tf.sigmoid(logits)
+            a = tf.constant(anchors)
+            ha, wa = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+            yc = boxes[..., 0] / 10.0 * ha + (a[:, 0] + a[:, 2]) / 2
+            xc = boxes[..., 1] / 10.0 * wa + (a[:, 1] + a[:, 3]) / 2
+            h, w = tf.exp(boxes[..., 2] / 5.0) * ha, tf.exp(boxes[..., 3] / 5.0) * wa
+            decoded = tf.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], -1)
+            nms = tf.image.combined_non_max_suppression(decoded[:, :, None], scores[:, :, 1:], 100, 100, 0.6, 1e-8,
+                                                        clip_boxes=False)
+            return {"detection_boxes": nms.nmsed_boxes, "detection_scores": nms.nmsed_scores,
+                    "detection_classes": nms.nmsed_classes + 1.0,
+                    "num_detections": tf.cast(nms.valid_detections, tf.float32),
+                    "raw_detection_boxes": decoded, "raw_detection_scores": scores}
+
+    module = DetectionInferenceModule()
+    tf.saved_model.save(module, str(folder / "saved_model"), signatures={"serving_default": module.__call__})
+    spec = Tf1Spec("ssd_mobilenet_v2", depth_multiplier=1.0, input_size=input_size, num_classes=num_classes)
+    (folder / "pipeline.config").write_text(
+        pipeline_config(spec).replace("type: 'ssd_mobilenet_v2'", "type: 'ssd_mobilenet_v2_keras'"))
+    labels = tuple(f"thing{i}" for i in range(1, num_classes + 1))
+    (folder / "label_map.pbtxt").write_text("".join(
+        f'item {{\n  id: {i}\n  name: "{name}"\n}}\n' for i, name in enumerate(labels, 1)))
+    return folder

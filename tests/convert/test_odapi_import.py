@@ -270,3 +270,21 @@ def test_unsupported_configs_say_why(v2_source):
     ):
         with pytest.raises(UnsupportedModel, match=expected):
             interpret(textproto.parse(text.replace(old, new, 1)), "pipeline.config")
+
+
+def test_tf2_folder_imports_from_checkpoint_with_savedmodel_parity(tmp_path, recwarn):
+    from odapi_fixtures import build_tf2_source
+
+    from ssdkit.convert.odapi.importer import ParityWarning, import_model
+
+    source = build_tf2_source(tmp_path / "ssd_mobilenet_v2_320x320_coco17_tpu-8")
+    imported = import_model(str(source), progress=False)
+    assert imported.parity.source_kind == "the TF2 SavedModel"
+    assert imported.parity.relative < 1e-4 and all(r.top_identical for r in imported.parity.rows)
+    assert imported.model.spec.name == "ssd_mnv2_odapi" and imported.model.spec.labels == ("thing1", "thing2", "thing3")
+    # The checkpoint alone (no saved_model/): imports, parity not checked, with a warning.
+    shutil.rmtree(source / "saved_model")
+    alone = import_model(str(source / "checkpoint" / "ckpt-0"), progress=False)
+    assert not alone.parity.runnable and any(issubclass(w.category, ParityWarning) for w in recwarn)
+    a = alone.model.keras_model.get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, imported.model.keras_model.get_weights()))

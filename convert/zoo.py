@@ -41,7 +41,12 @@ class Architecture:
     map by name. ``fpn_top_down`` says which map feeds the next finer FPN
     level: the smoothed one (the OD API's Keras/TF2 FPN) or the bare sum of
     projection and upsampled map (its slim/TF1 FPN). ``tower_depth`` is the
-    weight-shared tower's depth (None: the feature maps').
+    weight-shared tower's depth (None: the feature maps'); ``tower_shared``:
+    one tower for box and class outputs (``share_prediction_tower``) or one
+    each; ``tower_separable``/``fpn_separable``: separable convs in the tower
+    and FPN (FPN-lite) or regular ones (the TF1 ssd_mobilenet_v1_fpn).
+    ``last_conv_depth``: MobileNetV2's last 1x1 conv before the depth
+    multiplier (None: 256 for FPN-lite, 1280 otherwise).
     """
 
     backbone: Backbone
@@ -64,6 +69,8 @@ class Architecture:
     fpn_separable: bool = True
     tower_depth: int | None = None
     tower_separable: bool = True
+    tower_shared: bool = True
+    last_conv_depth: int | None = None
 
     @property
     def size_multiple(self) -> int:
@@ -149,6 +156,31 @@ ZOO: dict[str, ZooEntry] = {
             ),
             320, MultiscaleGridAnchors(),
         ),
+        ZooEntry(
+            "ssdlite_mnv3_small_odapi", "SSDLite MobileNetV3-Small as the TF1 OD API builds it (detection variant)",
+            Architecture(
+                "mobilenet_v3_small", "ssd", "separable", separable_extra_layers=True, head_kernel_size=3,
+                classification_loss="sigmoid_focal", focal_alpha=0.75, variant="odapi",
+            ),
+            320, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssdlite_mnv3_large_odapi", "SSDLite MobileNetV3-Large as the TF1 OD API builds it (detection variant)",
+            Architecture(
+                "mobilenet_v3_large", "ssd", "separable", separable_extra_layers=True, head_kernel_size=3,
+                classification_loss="sigmoid_focal", focal_alpha=0.75, variant="odapi",
+            ),
+            320, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssd_mnv1_fpn_odapi", "SSD MobileNetV1 FPN (RetinaNet-style) as the TF1 OD API builds it",
+            Architecture(
+                "mobilenet_v1", "fpn", "weight_shared", head_kernel_size=3, fpn_depth=256, class_bias_init=-4.6,
+                classification_loss="sigmoid_focal", variant="odapi", fpn_top_down="projection",
+                fpn_separable=False, tower_separable=False, tower_shared=False,
+            ),
+            640, MultiscaleGridAnchors(),
+        ),
     )
 }
 
@@ -198,7 +230,8 @@ def feature_map_shapes(arch: Architecture, height: int, width: int) -> tuple[tup
 # Architecture fields a ModelConfig may change on its zoo entry (an imported
 # model's own settings); the rest define the zoo entry itself.
 ARCHITECTURE_OVERRIDES = ("extra_depths", "head_kernel_size", "min_depth", "fpn_min_level", "fpn_max_level",
-                          "fpn_depth", "tower_layers", "tower_depth", "class_bias_init", "fpn_top_down")
+                          "fpn_depth", "tower_layers", "tower_depth", "class_bias_init", "fpn_top_down",
+                          "tower_shared", "last_conv_depth")
 
 
 @dataclass(frozen=True)

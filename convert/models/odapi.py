@@ -8,7 +8,8 @@ match to float rounding:
   MobileNetV2 rounds every layer with ``_make_divisible(d * m, 8, min_depth)``
   and also shrinks its last 1x1 conv (Keras keeps 1280 below width 1);
 - MobileNetV3 is slim's detection variant (``V3_*_DETECTION``: the last
-  blocks halved), with hard-sigmoid ``relu6(x + 3) * 0.16667`` as slim writes it;
+  blocks halved), with hard-sigmoid ``relu6(x + 3) * 0.16667`` as slim writes it
+  (``odapi_v3.py``);
 - FPN-lite smoothing and extra levels are one separable conv (depthwise and
   pointwise fused) with one batch norm, as ``create_conv_block`` and slim's
   ``separable_conv2d(num_outputs=depth)`` build them; the map fed to the next
@@ -36,7 +37,7 @@ BACKBONE_SCOPES = {"mobilenet_v1": "MobilenetV1", "mobilenet_v2": "MobilenetV2",
                    "mobilenet_v3_small": "MobilenetV3", "mobilenet_v3_large": "MobilenetV3"}
 # The endpoint the extra SSD layers are named after (feature_map_layout's last from_layer).
 SSD_BASE_LAYER = {"mobilenet_v1": "Conv2d_13_pointwise", "mobilenet_v2": "layer_19",
-                  "mobilenet_v3_small": "layer_14", "mobilenet_v3_large": "layer_17"}
+                  "mobilenet_v3_small": "layer_13", "mobilenet_v3_large": "layer_17"}
 # MobileNetV1's 13 depthwise-separable blocks: (stride, pointwise depth).
 V1_BLOCKS = ((1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512),
              (1, 512), (1, 512), (1, 512), (1, 512), (1, 512), (2, 1024), (1, 1024))
@@ -118,7 +119,7 @@ def _mobilenet_v2(arch: Architecture, inputs, multiplier: float) -> BackboneEndp
         if stride == 1 and keras.backend.int_shape(y)[-1] == channels:
             y = keras.layers.Add(name=f"{name}/add")([y, x])
         x = outputs[f"layer_{index + 2}"] = y
-    last = 256 if arch.feature_maps == "fpn" and arch.fpn_separable else 1280
+    last = arch.last_conv_depth or (256 if arch.feature_maps == "fpn" and arch.fpn_separable else 1280)
     x = _conv_bn(x, depth(last), 1, f"{s}/Conv_1")
     return BackboneEndpoints(keras.Model(inputs, x, name="mobilenet_v2_odapi"), {
         8: outputs["layer_7"], 16: outputs["layer_14"], "16_expansion": outputs["layer_15/expansion_output"], 32: x,
@@ -214,11 +215,13 @@ WEIGHT_SHARED_SCOPE = "WeightSharedConvolutionalBoxPredictor"
 
 def build_odapi_weight_shared_predictor(arch: Architecture, feature_maps: list, per_location: list[int],
                                         num_class_slots: int):
-    """``WeightSharedConvolutionalBoxPredictor`` with batch norm: a tower of
-    ``tower_layers`` 3x3 convs (separable with ``use_depthwise``) shared by
-    every level, BN per level (``.../conv2d_j/BatchNorm/feature_i``), ReLU6,
-    then shared box and class convs with bias. ``share_prediction_tower``: one
-    tower (``PredictionTower``) for both outputs."""
+    """``WeightSharedConvolutionalBoxPredictor`` with batch norm: ``tower_layers``
+    3x3 convs (separable with ``use_depthwise``, no bias) shared by every
+    level, a batch norm per level (``.../conv2d_j/BatchNorm/feature_i``) and
+    ReLU6, then box and class convs with bias, also shared. With
+    ``share_prediction_tower`` one tower (``PredictionTower``) feeds both
+    outputs; without it each has its own (``BoxPredictionTower``,
+    ``ClassPredictionTower``), as the TF1 ssd_mobilenet_v1_fpn config builds it."""
     if len(set(per_location)) != 1:
         raise ValueError(f"a weight-shared head needs the same anchors per location on every level, got {per_location}")
     k = per_location[0]
@@ -234,19 +237,26 @@ def build_odapi_weight_shared_predictor(arch: Architecture, feature_maps: list, 
                                                 pointwise_initializer=initializer(0.01), **common)
         return keras.layers.Conv2D(filters, kernel, kernel_initializer=initializer(0.01), **common)
 
-    towers = {"PredictionTower": [conv(depth, f"{WEIGHT_SHARED_SCOPE}/PredictionTower/conv2d_{j}", False)
-                                  for j in range(arch.tower_layers)]}
+    names = ["PredictionTower"] if arch.tower_shared else ["BoxPredictionTower", "ClassPredictionTower"]
+    towers = {tower: [conv(depth, f"{WEIGHT_SHARED_SCOPE}/{tower}/conv2d_{j}", False) for j in range(arch.tower_layers)]
+              for tower in names}
     box_conv = conv(k * BOX_CODE_SIZE, f"{WEIGHT_SHARED_SCOPE}/BoxPredictor", True)
     class_conv = conv(k * num_class_slots, f"{WEIGHT_SHARED_SCOPE}/ClassPredictor", True, arch.class_bias_init)
+
+    def tower_output(tower, fmap, level):
+        x = fmap
+        for j, layer in enumerate(towers[tower]):
+            name = f"{WEIGHT_SHARED_SCOPE}/{tower}/conv2d_{j}"
+            x = relu6(batch_norm(layer(x), f"{name}/BatchNorm/feature_{level}"), f"{name}/Relu6/feature_{level}")
+        return x
+
     boxes, classes = [], []
     for level, fmap in enumerate(feature_maps):
-        x = fmap
-        for j, layer in enumerate(towers["PredictionTower"]):
-            name = f"{WEIGHT_SHARED_SCOPE}/PredictionTower/conv2d_{j}"
-            x = relu6(batch_norm(layer(x), f"{name}/BatchNorm/feature_{level}"), f"{name}/Relu6/feature_{level}")
-        boxes.append(_flatten(box_conv(x), BOX_CODE_SIZE, f"{WEIGHT_SHARED_SCOPE}/BoxPredictor/flatten_{level}"))
-        classes.append(_flatten(class_conv(x), num_class_slots, f"{WEIGHT_SHARED_SCOPE}/ClassPredictor/flatten_{level}"))
+        box_features = tower_output(names[0], fmap, level)
+        class_features = box_features if arch.tower_shared else tower_output(names[1], fmap, level)
+        boxes.append(_flatten(box_conv(box_features), BOX_CODE_SIZE, f"{WEIGHT_SHARED_SCOPE}/BoxPredictor/flatten_{level}"))
+        classes.append(_flatten(class_conv(class_features), num_class_slots,
+                                f"{WEIGHT_SHARED_SCOPE}/ClassPredictor/flatten_{level}"))
     box_encodings = keras.layers.Concatenate(axis=1, name="box_encodings")(boxes)
     class_predictions = keras.layers.Concatenate(axis=1, name="class_predictions")(classes)
     return box_encodings, class_predictions
-

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,21 +108,51 @@ def network_from_config(config: OdapiConfig, tf_version: int) -> Network:
         overrides["min_depth"] = config.min_depth
     if config.predictor_kernel_size != arch.head_kernel_size:
         overrides["head_kernel_size"] = config.predictor_kernel_size
-    if config.fpn is not None:
-        min_level, max_level, depth = config.fpn
+    if feature_maps == "fpn":
+        if config.use_depthwise != arch.fpn_separable:
+            raise UnsupportedModel(f"{config.source}: {kind} with feature_extractor.use_depthwise "
+                                   f"{str(config.use_depthwise).lower()} is not an architecture ssdkit imports (it "
+                                   f"has {kind} with use_depthwise {str(arch.fpn_separable).lower()})")
+        # No fpn { } section: the feature extractor's defaults (levels 3-7, additional_layer_depth 256).
+        min_level, max_level, depth = config.fpn or (3, 7, 256)
         overrides.update(fpn_min_level=min_level, fpn_max_level=max_level, fpn_depth=depth)
         if tf_version == 1:
-            overrides["fpn_top_down"] = "projection"
+            overrides["fpn_top_down"] = "projection"  # slim's fpn_top_down_feature_maps upsamples the bare sum
     if weight_shared:
-        if config.predictor_use_depthwise != arch.tower_separable or config.feature_extractor.endswith("v1_fpn"):
-            pass  # decided by the zoo entry; a mismatch shows up as shapes that do not fit
+        if config.predictor_use_depthwise != arch.tower_separable:
+            raise UnsupportedModel(f"{config.source}: weight_shared_convolutional_box_predictor.use_depthwise "
+                                   f"{str(config.predictor_use_depthwise).lower()} with {kind} is not supported "
+                                   f"(ssdkit imports it with use_depthwise {str(arch.tower_separable).lower()})")
         if config.predictor_layers != arch.tower_layers:
             overrides["tower_layers"] = config.predictor_layers
-        if not config.share_prediction_tower:
-            raise UnsupportedModel(f"{config.source}: weight_shared_convolutional_box_predictor with "
-                                   "share_prediction_tower false is not supported yet")
+        overrides["tower_shared"] = config.share_prediction_tower
+        if config.predictor_depth:
+            overrides["tower_depth"] = config.predictor_depth
+        overrides["class_bias_init"] = config.class_prediction_bias_init
     overrides = {k: v for k, v in overrides.items() if getattr(arch, k) != v}
     return Network(name, tf_version, config.depth_multiplier, tuple(sorted(overrides.items())))
+
+
+def fit_to_weights(network: Network, weights: dict[str, np.ndarray]) -> Network:
+    """What only the weights say: MobileNetV2's last 1x1 conv under FPN-lite
+    has 256 channels where the OD API passes its modified conv defs (slim,
+    and the TF2 Keras extractor where it forwards ``conv_defs``) and 1280
+    where it does not; the shape of ``Conv_1/weights`` decides."""
+    arch = ZOO[network.zoo_name].architecture
+    key = "FeatureExtractor/MobilenetV2/Conv_1/weights"
+    if arch.backbone != "mobilenet_v2" or arch.feature_maps != "fpn" or key not in weights:
+        return network
+    from ..models.odapi import make_divisible
+
+    min_depth = dict(network.architecture).get("min_depth", arch.min_depth)
+    out = int(weights[key].shape[-1])
+    for nominal in (256, 1280):
+        if make_divisible(nominal * network.width, 8, min_depth) == out:
+            overrides = {**dict(network.architecture), "last_conv_depth": nominal}
+            if nominal == 256:
+                overrides.pop("last_conv_depth")
+            return dataclasses.replace(network, architecture=tuple(sorted(overrides.items())))
+    return network
 
 
 def network_from_names(weights: dict[str, np.ndarray], source: str) -> Network:
@@ -155,10 +186,30 @@ def network_from_names(weights: dict[str, np.ndarray], source: str) -> Network:
                 raise UnsupportedModel(f"{source}: extra feature-map depths {depths} at width {width}; expected {expected}")
             overrides["extra_depths"] = depths
     else:
-        tower = sum(f"{_ws_prefix()}PredictionTower/conv2d_{j}/" in "\n".join(weights) for j in range(16))
+        joined = "\n".join(weights)
+        tower = sum(f"PredictionTower/conv2d_{j}/" in joined for j in range(16))
         if tower != arch.tower_layers:
             overrides["tower_layers"] = tower
-    return Network(name, 1, width, tuple(sorted(overrides.items())))
+        overrides["tower_shared"] = f"{_ws_prefix()}BoxPredictionTower/" not in joined
+        projections = sorted(int(m.group(1)) for m in re.finditer(r"/fpn/projection_(\d+)/weights", joined))
+        bottom_up = sorted(int(m.group(1)) for m in re.finditer(r"/fpn/bottom_up_Conv2d_(\d+)/", joined))
+        if projections:
+            base_max = 5 if bottom_up else 2 + len(projections)  # levels beyond 5 come from bottom-up convs
+            channels = int(weights[f"{scope_of(backbone)}/fpn/projection_1/weights"].shape[-1])
+            nominal = [d for d in (channels, 64, 128, 256, 512) if max(int(d * width), arch.min_depth) == channels]
+            if not nominal:
+                raise UnsupportedModel(f"{source}: FPN depth {channels} fits no additional_layer_depth at width {width}")
+            overrides.update(fpn_min_level=base_max - len(projections) + 1, fpn_max_level=base_max + len(set(bottom_up)),
+                             fpn_depth=nominal[0])
+        overrides["fpn_top_down"] = "projection"  # a TF1 graph: slim's top-down pathway
+    overrides = {k: v for k, v in overrides.items() if getattr(arch, k) != v}
+    return fit_to_weights(Network(name, 1, width, tuple(sorted(overrides.items()))), weights)
+
+
+def scope_of(backbone: str) -> str:
+    from ..models.odapi import BACKBONE_SCOPES
+
+    return f"FeatureExtractor/{BACKBONE_SCOPES[backbone]}"
 
 
 def _ws_prefix() -> str:
@@ -191,10 +242,15 @@ def infer_width(backbone: str, weights: dict[str, np.ndarray], min_depth: int, f
         candidates = [round(out / base, 2)]
         check = lambda m: make_divisible(base * m, 8, min_depth) == out  # noqa: E731
     else:
-        key = next((k for k in weights if k.endswith("MobilenetV3/Conv/weights")), None)
-        out = weights[key].shape[-1] if key else 16
-        candidates = [round(out / 16, 2)]
-        check = lambda m: make_divisible(16 * m, 8, min_depth) == out  # noqa: E731
+        # The first conv (16 channels) sits at min_depth for every width <= 1; the last 1x1 conv
+        # (the detection variant's 480 / 288) tells the width.
+        key = next((k for k in weights if k.endswith("MobilenetV3/Conv_1/weights")), None)
+        if key is None:
+            raise UnsupportedModel("no MobilenetV3/Conv_1/weights: not a complete MobileNetV3 feature extractor")
+        out = weights[key].shape[-1]
+        base = 480 if backbone == "mobilenet_v3_large" else 288
+        candidates = [round(out / base, 2)]
+        check = lambda m: make_divisible(base * m, 8, min_depth) == out  # noqa: E731
     for m in candidates + [0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4]:
         if check(m):
             return float(m)

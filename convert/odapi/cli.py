@@ -19,8 +19,9 @@ def register(subparsers) -> None:
                                         "(with pipeline.config beside it), or a zoo name such as "
                                         "ssd_mobilenet_v2_coco_2018_03_29")
     command.add_argument("--out", help="output folder (default build/import/NAME)")
-    command.add_argument("--labels", type=_labels, help="labels file, one class per line (default: the model's label map; COCO's 90 "
-                                          "for a 90-class model; else class_1..N)")
+    command.add_argument("--labels", type=_labels, help="labels file, one class per line, used when pipeline.config names no label "
+                                          "map (that one wins; then --labels, another label map in the source, COCO's "
+                                          "90 for a 90-class model, else class_1..N)")
     command.add_argument("--photos", help="folder of photos for the parity check (default: scikit-image's astronaut, "
                                           "coffee and chelsea)")
     command.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,

@@ -65,24 +65,38 @@ class Imported:
 
 def resolve_labels(config: OdapiConfig | None, source: Source, num_classes: int,
                    labels_file: tuple[str, ...] | None, notes: list[str]) -> tuple[str, ...]:
-    """``--labels`` when given; else the label map (the one ``pipeline.config``
-    names, found beside it, or any ``*label_map*.pbtxt`` in the source); COCO's
-    90 for a 90-class model; else class_1..class_N with a warning."""
-    if labels_file:
-        if len(labels_file) != num_classes:
-            raise ValueError(f"--labels has {len(labels_file)} labels, the model {num_classes} classes")
-        notes.append("labels: --labels")
-        return tuple(labels_file)
-    candidates = []
+    """Class names, in the order issue 15 sets: the ``label_map.pbtxt`` that
+    ``pipeline.config`` names (found beside it or in the source); else
+    ``--labels FILE``; else any other ``*label_map*.pbtxt`` in the source;
+    COCO's 90 for a 90-class model; else class_1..class_N with a warning.
+
+    The label map the model was trained with is the model's own record of
+    its classes, so it wins over ``--labels``; a ``--labels`` that disagrees
+    with it is reported (a warning and a note), not silently dropped.
+    """
+    if labels_file and len(labels_file) != num_classes:
+        raise ValueError(f"--labels has {len(labels_file)} labels, the model {num_classes} classes")
+    named = []
     if config is not None and config.label_map_path and source.folder is not None:
         name = Path(config.label_map_path).name
-        candidates += [p for p in (source.folder / name, source.folder.parent / name) if p.is_file()]
-        candidates += sorted(source.folder.rglob(name))
-    if source.label_map is not None:
-        candidates.append(source.label_map)
-    for path in candidates:
+        named += [p for p in (source.folder / name, source.folder.parent / name) if p.is_file()]
+        named += sorted(source.folder.rglob(name))
+    if named:
+        path = named[0]
         labels = labels_from_map(read_label_map(path), num_classes, str(path))
-        notes.append(f"labels: {path.name}")
+        notes.append(f"labels: {path.name} (named in pipeline.config)")
+        if labels_file and tuple(labels_file) != labels:
+            warnings.warn(f"--labels ignored: {path} (the label map pipeline.config names) gives the model's "
+                          f"classes ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''})",
+                          LabelsWarning, stacklevel=2)
+            notes.append("labels: --labels ignored (it differs from the label map pipeline.config names)")
+        return labels
+    if labels_file:
+        notes.append("labels: --labels")
+        return tuple(labels_file)
+    if source.label_map is not None:
+        labels = labels_from_map(read_label_map(source.label_map), num_classes, str(source.label_map))
+        notes.append(f"labels: {source.label_map.name}")
         return labels
     if num_classes == 90:
         notes.append("labels: COCO's 90 (a 90-class model without a label map)")
@@ -162,7 +176,7 @@ def _import(source: Source, origin: str, labels_file, photos_dir, tolerance, sta
         raise UnsupportedModel(f"{where}: batch norm epsilon {sorted(facts.bn_epsilons - {0.001})}; ssdkit's "
                                "networks use 0.001")
     if config is not None:
-        network = arch_mod.network_from_config(config, 1)
+        network = arch_mod.fit_to_weights(arch_mod.network_from_config(config, 1), weights)
         found = arch_mod.network_from_names(weights, where) if weights else None
         if found is not None and found.zoo_name != network.zoo_name:
             raise ValueError(f"{where}: the weights are a {found.zoo_name} network, but {config.source} describes "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-_FAKE_QUANT = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
+FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
 _NMS = ("NonMaxSuppressionV2", "NonMaxSuppressionV3", "NonMaxSuppressionV4", "NonMaxSuppressionV5")
 # Variables that are training state, not model weights.
 _TRAINING_STATE = re.compile(r"(^|/)(global_step|Momentum|RMSProp(_1)?|Adam(_1)?|ExponentialMovingAverage|"
@@ -126,7 +126,7 @@ def graph_facts(graph_def) -> GraphFacts:
         return constants[name]
 
     facts = GraphFacts()
-    facts.fake_quant = sum(node.op in _FAKE_QUANT for node in graph_def.node)
+    facts.fake_quant = sum(node.op in FAKE_QUANT_OPS for node in graph_def.node)
     for candidate in ("Preprocessor/sub", "normalized_input_image_tensor"):
         if candidate in nodes:
             facts.input_tensor = candidate + ":0"

@@ -229,7 +229,7 @@ def import_tf2(source, origin: str, config: OdapiConfig | None, labels_file, pho
         raw = object_checkpoint_weights(where)
     notes.append(f"weights: {Path(where).name} (TF2 object checkpoint, by variable name)")
     weights = tf1_style_weights(raw, where)
-    network = arch_mod.network_from_config(config, 2)
+    network = arch_mod.fit_to_weights(arch_mod.network_from_config(config, 2), weights)
     notes.append(f"architecture: {config.source} (feature_extractor {config.feature_extractor})")
     if config.input_size is None:
         raise ValueError(f"{config.source}: no image_resizer.fixed_shape_resizer: the input size is unknown")

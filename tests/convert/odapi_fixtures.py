@@ -4,17 +4,29 @@ exact variable scopes and node names (the OD API itself is not installable).
 The TF1 sources are written the way the OD API's slim code builds them, with
 raw TensorFlow ops in a ``tf.compat.v1`` graph (independently of ssdkit's
 Keras networks): ``image_tensor`` -> ``Preprocessor/sub`` ((2/255) x - 1) ->
-``FeatureExtractor/MobilenetV*/...`` -> ``BoxPredictor_N/...`` -> ``concat``
-(box encodings [N, A, 1, 4]) / ``concat_1`` (logits [N, A, C + 1]) ->
-``Postprocessor`` -> ``detection_*``; anchors in ``Concatenate/concat``.
-Weights are random and every batch norm has non-identity statistics. The
-folder holds what a zoo archive holds: ``frozen_inference_graph.pb``,
-``model.ckpt.*`` (with ``.meta``), ``pipeline.config`` and a label map.
+``FeatureExtractor/MobilenetV*/...`` -> ``BoxPredictor_N/...`` or
+``WeightSharedConvolutionalBoxPredictor/...`` -> ``concat`` (box encodings
+[N, A, 1, 4]) / ``concat_1`` (logits [N, A, C + 1]) -> ``Postprocessor`` ->
+``detection_*``; anchors in ``Concatenate/concat``. Weights are random and
+every batch norm has non-identity statistics. The folder holds what a zoo
+archive holds: ``frozen_inference_graph.pb``, ``model.ckpt.*`` (with
+``.meta``), ``pipeline.config`` and a label map.
+
+Architectures: ssd_mobilenet_v1, ssd_mobilenet_v2, ssdlite_mobilenet_v2,
+ssdlite_mobilenet_v3_small/large (slim's detection conv defs, hard-swish,
+squeeze-excite), ssd_mobilenet_v1_fpn (slim FPN, RetinaNet-style weight-shared
+predictor with separate box and class towers), and any of them
+quantization-aware (``quantized``: batch norms folded into the weights and
+``FakeQuantWithMinMaxVars`` on weights and activations, as
+``tf.contrib.quantize`` rewrites the graph, with activation ranges measured on
+the photos as the moving averages of training would set them).
 
 Names and semantics follow research/object_detection (models/ssd_mobilenet_v1/
-v2_feature_extractor.py, feature_map_generators.py, predictors/heads/box_head.py
-and class_head.py, exporter.py) and research/slim (nets/mobilenet_v1.py,
-nets/mobilenet/mobilenet_v2.py, conv_blocks.py).
+v2/v3_feature_extractor.py, ssd_mobilenet_v1_fpn_feature_extractor.py,
+feature_map_generators.py, predictors/convolutional_box_predictor.py,
+predictors/heads/box_head.py and class_head.py, exporter.py) and research/slim
+(nets/mobilenet_v1.py, nets/mobilenet/mobilenet_v2.py, mobilenet_v3.py,
+conv_blocks.py, mobilenet.py).
 """
 from __future__ import annotations
 
@@ -29,11 +41,30 @@ V1_BLOCKS = ((1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512),
 V2_BLOCKS = ((1, 16), (2, 24), (1, 24), (2, 32), (1, 32), (1, 32), (2, 64), (1, 64), (1, 64), (1, 64),
              (1, 96), (1, 96), (1, 96), (2, 160), (1, 160), (1, 160), (1, 320))
 EXTRA_DEPTHS = (512, 256, 256, 128)
+# slim mobilenet_v3 conv defs, one row per expanded_conv: (expansion factor, outputs, kernel, stride,
+# squeeze-excite, activation); then the final 1x1 conv's outputs and the rows (0-based, in the whole
+# spec counting the first conv as 0) that V3_*_DETECTION halves.
+V3_LARGE = ((1, 16, 3, 1, False, "relu"), (4, 24, 3, 2, False, "relu"), (3, 24, 3, 1, False, "relu"),
+            (3, 40, 5, 2, True, "relu"), (3, 40, 5, 1, True, "relu"), (3, 40, 5, 1, True, "relu"),
+            (6, 80, 3, 2, False, "hswish"), (2.5, 80, 3, 1, False, "hswish"), (184 / 80., 80, 3, 1, False, "hswish"),
+            (184 / 80., 80, 3, 1, False, "hswish"), (6, 112, 3, 1, True, "hswish"), (6, 112, 3, 1, True, "hswish"),
+            (6, 160, 5, 2, True, "hswish"), (6, 160, 5, 1, True, "hswish"), (6, 160, 5, 1, True, "hswish"))
+V3_SMALL = ((1, 16, 3, 2, True, "relu"), (72. / 16, 24, 3, 2, False, "relu"), (88. / 24, 24, 3, 1, False, "relu"),
+            (4, 40, 5, 2, True, "hswish"), (6, 40, 5, 1, True, "hswish"), (6, 40, 5, 1, True, "hswish"),
+            (3, 48, 5, 1, True, "hswish"), (3, 48, 5, 1, True, "hswish"), (6, 96, 5, 2, True, "hswish"),
+            (6, 96, 5, 1, True, "hswish"), (6, 96, 5, 1, True, "hswish"))
+V3 = {  # blocks, final 1x1 conv, halved spec rows, from_layer (stride 16 expansion, last layer)
+    "large": (V3_LARGE, 960, range(13, 17), ("layer_14", "layer_17")),
+    "small": (V3_SMALL, 576, range(9, 13), ("layer_10", "layer_13")),
+}
+EXTRACTOR_TYPES = {"ssd_mobilenet_v1": "ssd_mobilenet_v1", "ssd_mobilenet_v2": "ssd_mobilenet_v2",
+                   "ssdlite_mobilenet_v2": "ssd_mobilenet_v2", "ssdlite_mobilenet_v3_small": "ssd_mobilenet_v3_small",
+                   "ssdlite_mobilenet_v3_large": "ssd_mobilenet_v3_large", "ssd_mobilenet_v1_fpn": "ssd_mobilenet_v1_fpn"}
 
 
 @dataclass
 class Tf1Spec:
-    """What to build. ``kind``: ssd_mobilenet_v1, ssd_mobilenet_v2, ssdlite_mobilenet_v2."""
+    """What to build. ``kind``: one of ``EXTRACTOR_TYPES``."""
 
     kind: str = "ssd_mobilenet_v2"
     depth_multiplier: float = 0.25
@@ -46,7 +77,15 @@ class Tf1Spec:
     labels: tuple[str, ...] = ()
     score_threshold: float = 1e-8
     iou_threshold: float = 0.6
+    quantized: bool = False  # quantization-aware: folded batch norms, FakeQuant on weights and activations
+    fpn_depth: int | None = None  # FPN additional_layer_depth; None: no fpn { } section (the default, 256)
+    tower_depth: int = 256  # weight-shared predictor depth
+    tower_layers: int = 4
     extra: dict = field(default_factory=dict)
+
+    @property
+    def separable(self) -> bool:
+        return self.kind.startswith("ssdlite")
 
 
 def _make_divisible(v, divisor=8, min_value=None):
@@ -56,8 +95,13 @@ def _make_divisible(v, divisor=8, min_value=None):
 
 
 class _Builder:
-    def __init__(self, tf, rng, spec: Tf1Spec):
-        self.tf, self.rng, self.spec = tf, rng, spec
+    """slim-style layers in raw TF ops. With a quantized spec, ``ranges`` None
+    records every activation-quantization point (first pass) and a dict of
+    {point: (min, max)} inserts the FakeQuant nodes (second pass)."""
+
+    def __init__(self, tf, rng, spec: Tf1Spec, ranges: dict | None = None):
+        self.tf, self.rng, self.spec, self.ranges = tf, rng, spec, ranges
+        self.observed = {}
 
     def var(self, name, value):
         tf = self.tf
@@ -66,14 +110,52 @@ class _Builder:
     def kernel(self, shape, fan_in):
         return self.rng.normal(0, np.sqrt(2.0 / fan_in), shape).astype(np.float32)
 
-    def batch_norm(self, x):
+    def act(self, x, kind):
         tf = self.tf
-        depth = int(x.shape[-1])
-        with tf.compat.v1.variable_scope("BatchNorm"):
+        if kind in (True, "relu6"):
+            return tf.nn.relu6(x)
+        if kind == "relu":
+            return tf.nn.relu(x)
+        if kind == "hswish":  # slim mobilenet_v3.hard_swish
+            with tf.name_scope("hard_swish"):
+                return x * tf.nn.relu6(x + np.float32(3)) * np.float32(1. / 6.)
+        return x
+
+    def quant(self, x):
+        """``act_quant``: FakeQuant of an activation (quantized specs only)."""
+        tf = self.tf
+        if not self.spec.quantized:
+            return x
+        with tf.name_scope("act_quant") as point:
+            if self.ranges is None:
+                self.observed[point] = x
+                return x
+            low, high = self.ranges[point]
+            return tf.quantization.fake_quant_with_min_max_vars(
+                x, tf.constant(low, name="min"), tf.constant(high, name="max"), num_bits=8,
+                name="FakeQuantWithMinMaxVars")
+
+    def weights_quant(self, w):
+        tf = self.tf
+        with tf.name_scope("weights_quant"):
+            return tf.quantization.fake_quant_with_min_max_vars(
+                w, tf.reduce_min(w, name="min"), tf.reduce_max(w, name="max"), num_bits=8, narrow_range=True,
+                name="FakeQuantWithMinMaxVars")
+
+    def bn_params(self, depth, scope="BatchNorm"):
+        tf = self.tf
+        with tf.compat.v1.variable_scope(scope):
             gamma = self.var("gamma", self.rng.uniform(0.5, 1.5, depth)) if self.spec.bn_scale else None
             beta = self.var("beta", self.rng.normal(0, 0.2, depth))
             mean = self.var("moving_mean", self.rng.normal(0, 0.2, depth))
             variance = self.var("moving_variance", self.rng.uniform(0.5, 2.0, depth))
+        return gamma, beta, mean, variance
+
+    def batch_norm(self, x):
+        tf = self.tf
+        depth = int(x.shape[-1])
+        gamma, beta, mean, variance = self.bn_params(depth)
+        with tf.compat.v1.variable_scope("BatchNorm"):
             if self.spec.fused_bn:
                 scale = gamma if gamma is not None else tf.ones([depth])
                 y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, scale, beta, mean, variance, epsilon=0.001,
@@ -85,25 +167,54 @@ class _Builder:
                     inv = tf.multiply(inv, gamma, name="mul")
                 return tf.add(x * inv, beta - mean * inv, name="add_1")
 
+    def _conv_op(self, x, w, stride, depthwise):
+        tf = self.tf
+        if depthwise:
+            return tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "SAME")
+        return tf.nn.conv2d(x, w, [1, stride, stride, 1], "SAME")
+
+    def _layer(self, x, w, stride, depthwise, activation, bias, bn):
+        """conv [+ bias] [+ BN] [+ activation]; quantized: BN folded into the weights
+        (``mul_fold``, ``BatchNorm_Fold/bias``), FakeQuant on weights and output."""
+        tf = self.tf
+        depth = int(w.shape[-2] if depthwise else w.shape[-1])
+        if not self.spec.quantized:
+            y = self._conv_op(x, w, stride, depthwise)
+            if bias is not None:
+                y = tf.nn.bias_add(y, bias)
+            if bn:
+                y = self.batch_norm(y)
+            return self.act(y, activation)
+        if bn:
+            gamma, beta, mean, variance = self.bn_params(depth)
+            scale = tf.math.rsqrt(variance + 0.001) * (gamma if gamma is not None else 1.0)
+            folded = tf.multiply(w, tf.reshape(scale, [1, 1, depth, 1]) if depthwise else scale, name="mul_fold")
+            y = self._conv_op(x, self.weights_quant(folded), stride, depthwise)
+            with tf.name_scope("BatchNorm_Fold"):
+                y = tf.add(y, beta - mean * scale, name="bias")
+        else:
+            y = self._conv_op(x, self.weights_quant(w), stride, depthwise)
+            if bias is not None:
+                y = tf.nn.bias_add(y, bias)
+        return self.quant(self.act(y, activation))
+
     def conv(self, x, name, filters, kernel=1, stride=1, activation=True, bias=False, bn=True):
         tf = self.tf
         with tf.compat.v1.variable_scope(name):
             cin = int(x.shape[-1])
             w = self.var("weights", self.kernel((kernel, kernel, cin, filters), kernel * kernel * cin))
-            y = tf.nn.conv2d(x, w, [1, stride, stride, 1], "SAME")
-            if bias:
-                y = tf.nn.bias_add(y, self.var("biases", self.rng.normal(0, 0.5, filters)))
-            if bn:
-                y = self.batch_norm(y)
-            return tf.nn.relu6(y) if activation else y
+            b = self.var("biases", self.rng.normal(0, 0.5, filters)) if bias else None
+            return self._layer(x, w, stride, False, activation, b, bn)
 
-    def depthwise(self, x, name, stride=1, kernel=3):
+    def depthwise(self, x, name, stride=1, kernel=3, activation=True):
         tf = self.tf
         with tf.compat.v1.variable_scope(name):
             cin = int(x.shape[-1])
             w = self.var("depthwise_weights", self.kernel((kernel, kernel, cin, 1), kernel * kernel))
-            y = tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "SAME")
-            return tf.nn.relu6(self.batch_norm(y))
+            return self._layer(x, w, stride, True, activation, None, True)
+
+    def add(self, a, b):
+        return self.quant(a + b)
 
 
 def _mobilenet_v1(b: _Builder, x):
@@ -119,7 +230,7 @@ def _mobilenet_v1(b: _Builder, x):
             x = b.depthwise(x, f"Conv2d_{i}_depthwise", stride)
             x = b.conv(x, f"Conv2d_{i}_pointwise", depth(filters))
             ends[f"Conv2d_{i}_pointwise"] = x
-    return [ends["Conv2d_11_pointwise"], ends["Conv2d_13_pointwise"]], "Conv2d_13_pointwise"
+    return ends
 
 
 def _mobilenet_v2(b: _Builder, x):
@@ -145,10 +256,54 @@ def _mobilenet_v2(b: _Builder, x):
                 y = b.depthwise(y, "depthwise", stride)
                 y = b.conv(y, "project", depth(filters), activation=False)
                 if stride == 1 and int(y.shape[-1]) == cin:
-                    y = y + x
+                    y = b.add(y, x)
                 x = y
         x = b.conv(x, "Conv_1", depth(1280))
     return [expansion, x], "layer_19"
+
+
+def _squeeze_excite(b: _Builder, x):
+    """conv_blocks.squeeze_excite with mobilenet_v3's settings (factor 4, ReLU, hard-sigmoid gate)."""
+    tf = b.tf
+    with tf.compat.v1.variable_scope("squeeze_excite"):
+        height, width, channels = (int(d) for d in x.shape[1:])
+        pooled = tf.nn.avg_pool(x, (1, height, width, 1), strides=(1, 1, 1, 1), padding="VALID")
+        squeeze = b.conv(pooled, "Conv", _make_divisible(channels / 4, 8), activation="relu", bias=True, bn=False)
+        excite = b.conv(squeeze, "Conv_1", channels, activation=None, bias=True, bn=False)
+        return x * (tf.nn.relu6(excite + 3) * 0.16667)
+
+
+def _mobilenet_v3(b: _Builder, x, size: str):
+    """slim mobilenet_v3.mobilenet_base(conv_defs=V3_*_DETECTION, final_endpoint=...)."""
+    tf = b.tf
+    blocks, last, halved, (expansion_layer, _) = V3[size]
+    dm, md = b.spec.depth_multiplier, b.spec.min_depth
+
+    def depth(d, row):  # _reduce_consecutive_layers, then mobilenet.depth_multiplier
+        d = int(np.round(d * 0.5)) if row in halved else d
+        return _make_divisible(d * dm, 8, md)
+
+    ends = {}
+    with tf.compat.v1.variable_scope("MobilenetV3"):
+        x = b.conv(x, "Conv", depth(16, 0), 3, 2, activation="hswish")
+        for index, (factor, outputs, kernel, stride, se, act) in enumerate(blocks):
+            row = index + 1
+            with tf.compat.v1.variable_scope("expanded_conv" + (f"_{index}" if index else "")):
+                cin = int(x.shape[-1])
+                inner = _make_divisible(cin * factor, 8)
+                y = x
+                if inner > cin:
+                    y = b.conv(y, "expand", inner, activation=act)
+                    ends[f"layer_{row + 1}/expansion_output"] = y
+                y = b.depthwise(y, "depthwise", stride, kernel, activation=act)
+                if se:
+                    y = _squeeze_excite(b, y)
+                y = b.conv(y, "project", depth(outputs, row), activation=None)
+                if stride == 1 and int(y.shape[-1]) == cin:
+                    y = b.add(y, x)
+                x = y
+        x = b.conv(x, "Conv_1", depth(last, len(blocks) + 1), activation="hswish")
+    return [ends[f"{expansion_layer}/expansion_output"], x]
 
 
 def _extra_layers(b: _Builder, maps, base, separable):
@@ -170,54 +325,138 @@ def _extra_layers(b: _Builder, maps, base, separable):
     return maps
 
 
-def _anchors(spec: Tf1Spec, shapes):
-    from ssdkit.runtime.spec import MultipleGridAnchors
+def _upsample(tf, x):
+    """ops.nearest_neighbor_upsampling(x, 2): reshape and broadcast."""
+    with tf.name_scope("nearest_neighbor_upsampling"):
+        height, width, channels = (int(d) for d in x.shape[1:])
+        batch = tf.shape(x)[0]
+        y = tf.reshape(x, tf.stack([batch, height, 1, width, 1, channels])) * tf.ones([1, 1, 2, 1, 2, 1])
+        return tf.reshape(y, tf.stack([batch, height * 2, width * 2, channels]))
 
-    generator = MultipleGridAnchors()
-    return generator.generate(shapes, spec.input_size, spec.input_size).astype(np.float32), generator.per_location()
+
+def _fpn(b: _Builder, ends, depth):
+    """ssd_mobilenet_v1_fpn: slim fpn_top_down_feature_maps on Conv2d_5/11/13_pointwise (levels
+    3-5; the next finer level upsamples the bare sum), then bottom_up_Conv2d_14/15 (levels 6-7)."""
+    tf = b.tf
+    levels = [ends[f"Conv2d_{i}_pointwise"] for i in (5, 11, 13)]
+    with tf.compat.v1.variable_scope("fpn"):
+        top_down = b.conv(levels[-1], f"projection_{len(levels)}", depth, activation=None, bias=True, bn=False)
+        outputs = [top_down]
+        for level in reversed(range(len(levels) - 1)):
+            top_down = _upsample(tf, top_down)
+            residual = b.conv(levels[level], f"projection_{level + 1}", depth, activation=None, bias=True, bn=False)
+            top_down = b.add(top_down, residual)
+            outputs.insert(0, b.conv(top_down, f"smoothing_{level + 1}", depth, 3))
+        x = outputs[-1]
+        for level in (6, 7):
+            x = b.conv(x, f"bottom_up_Conv2d_{level - 5 + 13}", depth, 3, 2)
+            outputs.append(x)
+    return outputs
 
 
-def build_tf1_source(folder: str | Path, spec: Tf1Spec = Tf1Spec()) -> Path:
-    """Writes a TF1 zoo-style model folder; returns it."""
-    import tensorflow as tf
+def _weight_shared_predictor(b: _Builder, maps, k, num_class_slots):
+    """WeightSharedConvolutionalBoxPredictor (apply_batch_norm, share_prediction_tower false):
+    a BoxPredictionTower and a ClassPredictionTower of 3x3 convs shared across levels, one batch
+    norm per level, then the shared BoxPredictor / ClassPredictor convs with biases."""
+    tf = b.tf
+    spec = b.spec
+    boxes, classes = [], []
+    for index, fmap in enumerate(maps):
+        with tf.compat.v1.variable_scope("WeightSharedConvolutionalBoxPredictor", reuse=tf.compat.v1.AUTO_REUSE):
+            outputs = []
+            for tower, head, size in (("BoxPredictionTower", "BoxPredictor", 4),
+                                      ("ClassPredictionTower", "ClassPredictor", num_class_slots)):
+                x = fmap
+                for j in range(spec.tower_layers):
+                    with tf.compat.v1.variable_scope(f"{tower}/conv2d_{j}"):
+                        cin = int(x.shape[-1])
+                        w = b.var("weights", b.kernel((3, 3, cin, spec.tower_depth), 9 * cin))
+                        if spec.quantized:
+                            gamma, beta, mean, variance = b.bn_params(spec.tower_depth, f"BatchNorm/feature_{index}")
+                            scale = tf.math.rsqrt(variance + 0.001) * (gamma if gamma is not None else 1.0)
+                            y = b._conv_op(x, b.weights_quant(w * scale), 1, False) + (beta - mean * scale)
+                            x = b.quant(tf.nn.relu6(y))
+                        else:
+                            y = b._conv_op(x, w, 1, False)
+                            gamma, beta, mean, variance = b.bn_params(spec.tower_depth, f"BatchNorm/feature_{index}")
+                            gamma = gamma if gamma is not None else tf.ones([spec.tower_depth])
+                            y = tf.compat.v1.nn.fused_batch_norm(y, gamma, beta, mean, variance, epsilon=0.001,
+                                                                 is_training=False)[0]
+                            x = tf.nn.relu6(y)
+                outputs.append(b.conv(x, head, k * size, 3, activation=None, bias=True, bn=False))
+            batch = tf.shape(fmap)[0]
+            boxes.append(tf.reshape(outputs[0], tf.stack([batch, -1, 1, 4])))
+            classes.append(tf.reshape(outputs[1], tf.stack([batch, -1, num_class_slots])))
+    return boxes, classes
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+
+def _conv_predictor(b: _Builder, maps, per_location, num_class_slots):
+    tf = b.tf
+    separable = b.spec.separable
+    boxes, classes = [], []
+    for i, (fmap, k) in enumerate(zip(maps, per_location)):
+        with tf.compat.v1.variable_scope(f"BoxPredictor_{i}"):
+            outputs = []
+            for head, size in (("BoxEncodingPredictor", 4), ("ClassPredictor", num_class_slots)):
+                x = fmap
+                if separable:
+                    x = b.depthwise(x, f"{head}_depthwise", 1, 3)
+                x = b.conv(x, head, k * size, 1, activation=False, bias=True, bn=False)
+                outputs.append(x)
+            batch = tf.shape(fmap)[0]
+            boxes.append(tf.reshape(outputs[0], tf.stack([batch, -1, 1, 4])))
+            classes.append(tf.reshape(outputs[1], tf.stack([batch, -1, num_class_slots])))
+    return boxes, classes
+
+
+def _anchor_generator(spec: Tf1Spec):
+    from ssdkit.runtime.spec import MultipleGridAnchors, MultiscaleGridAnchors
+
+    return MultiscaleGridAnchors() if spec.kind.endswith("_fpn") else MultipleGridAnchors()
+
+
+OUTPUTS = ["detection_boxes", "detection_scores", "detection_classes", "num_detections", "concat", "concat_1"]
+
+
+def _build_graph(tf, spec: Tf1Spec, ranges: dict | None = None):
+    """The inference graph (variables not yet initialised) and its builder."""
     rng = np.random.default_rng(spec.seed)
     graph = tf.Graph()
     with graph.as_default():
-        b = _Builder(tf, rng, spec)
+        b = _Builder(tf, rng, spec, ranges)
         images = tf.compat.v1.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
         with tf.name_scope("Preprocessor"):
             resized = tf.compat.v1.image.resize_bilinear(tf.cast(images, tf.float32),
                                                          [spec.input_size, spec.input_size])
             normalized = tf.subtract(tf.multiply(2.0 / 255.0, resized, name="mul"), 1.0, name="sub")
         with tf.compat.v1.variable_scope("FeatureExtractor"):
-            if spec.kind == "ssd_mobilenet_v1":
-                maps, base = _mobilenet_v1(b, normalized)
-                scope = "MobilenetV1"
+            if spec.kind == "ssd_mobilenet_v1_fpn":
+                ends = _mobilenet_v1(b, normalized)
+                with tf.compat.v1.variable_scope("MobilenetV1"):
+                    fpn_depth = max(int((spec.fpn_depth or 256) * spec.depth_multiplier), spec.min_depth)
+                    maps = _fpn(b, ends, fpn_depth)
+            elif spec.kind == "ssd_mobilenet_v1":
+                ends = _mobilenet_v1(b, normalized)
+                with tf.compat.v1.variable_scope("MobilenetV1"):
+                    maps = _extra_layers(b, [ends["Conv2d_11_pointwise"], ends["Conv2d_13_pointwise"]],
+                                         "Conv2d_13_pointwise", False)
+            elif spec.kind.startswith("ssdlite_mobilenet_v3"):
+                size = spec.kind.rsplit("_", 1)[1]
+                maps = _mobilenet_v3(b, normalized, size)
+                with tf.compat.v1.variable_scope("MobilenetV3"):
+                    maps = _extra_layers(b, maps, V3[size][3][1], True)
             else:
                 maps, base = _mobilenet_v2(b, normalized)
-                scope = "MobilenetV2"
-            with tf.compat.v1.variable_scope(scope):
-                maps = _extra_layers(b, maps, base, spec.kind.startswith("ssdlite"))
+                with tf.compat.v1.variable_scope("MobilenetV2"):
+                    maps = _extra_layers(b, maps, base, spec.separable)
         shapes = [tuple(int(d) for d in m.shape[1:3]) for m in maps]
-        anchors, per_location = _anchors(spec, shapes)
-        boxes, classes = [], []
-        separable = spec.kind.startswith("ssdlite")
-        kernel = 3 if separable else 1
-        for i, (fmap, k) in enumerate(zip(maps, per_location)):
-            with tf.compat.v1.variable_scope(f"BoxPredictor_{i}"):
-                outputs = []
-                for head, size in (("BoxEncodingPredictor", 4), ("ClassPredictor", spec.num_classes + 1)):
-                    x = fmap
-                    if separable:
-                        x = b.depthwise(x, f"{head}_depthwise", 1, kernel)
-                    x = b.conv(x, head, k * size, 1 if separable else kernel, activation=False, bias=True, bn=False)
-                    outputs.append(x)
-                batch = tf.shape(fmap)[0]
-                boxes.append(tf.reshape(outputs[0], tf.stack([batch, -1, 1, 4])))
-                classes.append(tf.reshape(outputs[1], tf.stack([batch, -1, spec.num_classes + 1])))
+        generator = _anchor_generator(spec)
+        anchors = generator.generate(shapes, spec.input_size, spec.input_size).astype(np.float32)
+        per_location = generator.per_location()
+        if spec.kind.endswith("_fpn"):
+            boxes, classes = _weight_shared_predictor(b, maps, per_location[0], spec.num_classes + 1)
+        else:
+            boxes, classes = _conv_predictor(b, maps, per_location, spec.num_classes + 1)
         box_encodings = tf.concat(boxes, 1, name="concat")
         class_predictions = tf.concat(classes, 1, name="concat_1")
         squeezed = tf.squeeze(box_encodings, 2, name="Squeeze")
@@ -242,12 +481,39 @@ def build_tf1_source(folder: str | Path, spec: Tf1Spec = Tf1Spec()) -> Path:
         tf.identity(nmsed.nmsed_scores, name="detection_scores")
         tf.identity(nmsed.nmsed_classes + 1, name="detection_classes")
         tf.identity(tf.cast(nmsed.valid_detections, tf.float32), name="num_detections")
-        outputs = ["detection_boxes", "detection_scores", "detection_classes", "num_detections", "concat", "concat_1"]
+    return graph, b
+
+
+def _activation_ranges(tf, spec: Tf1Spec) -> dict:
+    """The float graph's activation ranges at every quantization point over the
+    photos: what quantization-aware training's moving averages converge to."""
+    from ssdkit.convert.odapi.parity import load_photos
+
+    graph, b = _build_graph(tf, spec)
+    ranges = {}
+    with tf.compat.v1.Session(graph=graph) as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        for _, photo in load_photos(None):
+            values = sess.run(b.observed, {"image_tensor:0": photo[None]})
+            for point, value in values.items():
+                low, high = ranges.get(point, (0.0, 0.0))
+                ranges[point] = (min(low, float(value.min())), max(high, float(value.max())))
+    return ranges
+
+
+def build_tf1_source(folder: str | Path, spec: Tf1Spec = Tf1Spec()) -> Path:
+    """Writes a TF1 zoo-style model folder; returns it."""
+    import tensorflow as tf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    graph, _ = _build_graph(tf, spec, _activation_ranges(tf, spec) if spec.quantized else None)
+    with graph.as_default():
         with tf.compat.v1.Session(graph=graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             saver = tf.compat.v1.train.Saver()
             saver.save(sess, str(folder / "model.ckpt"))
-            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), outputs)
+            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), OUTPUTS)
     (folder / "frozen_inference_graph.pb").write_bytes(frozen.SerializeToString())
     labels = spec.labels or tuple(f"thing{i}" for i in range(1, spec.num_classes + 1))
     (folder / "label_map.pbtxt").write_text("".join(
@@ -256,25 +522,34 @@ def build_tf1_source(folder: str | Path, spec: Tf1Spec = Tf1Spec()) -> Path:
     return folder
 
 
-def pipeline_config(spec: Tf1Spec) -> str:
-    """A pipeline.config as the OD API's samples/configs write them."""
-    separable = spec.kind.startswith("ssdlite")
-    extractor = "ssd_mobilenet_v1" if spec.kind == "ssd_mobilenet_v1" else "ssd_mobilenet_v2"
-    hyper = """conv_hyperparams {
+_HYPER = """conv_hyperparams {
           activation: RELU_6,
           regularizer { l2_regularizer { weight: 0.00004 } }
           initializer { truncated_normal_initializer { stddev: 0.03 mean: 0.0 } }
           batch_norm { train: true, scale: true, center: true, decay: 0.9997, epsilon: 0.001, }
         }"""
-    return f"""# {spec.kind} test model (ssdkit tests/convert/odapi_fixtures.py)
-model {{
-  ssd {{
-    num_classes: {spec.num_classes}
-    box_coder {{ faster_rcnn_box_coder {{ y_scale: 10.0 x_scale: 10.0 height_scale: 5.0 width_scale: 5.0 }} }}
-    matcher {{ argmax_matcher {{ matched_threshold: 0.5 unmatched_threshold: 0.5 }} }}
-    similarity_calculator {{ iou_similarity {{ }} }}
-    anchor_generator {{
-      ssd_anchor_generator {{
+
+
+def pipeline_config(spec: Tf1Spec) -> str:
+    """A pipeline.config as the OD API's samples/configs write them."""
+    fpn = spec.kind.endswith("_fpn")
+    if fpn:
+        anchors = """multiscale_anchor_generator {
+        min_level: 3
+        max_level: 7
+        anchor_scale: 4.0
+        aspect_ratios: [1.0, 2.0, 0.5]
+        scales_per_octave: 2
+      }"""
+        predictor = f"""weight_shared_convolutional_box_predictor {{
+        depth: {spec.tower_depth}
+        class_prediction_bias_init: -4.6
+        {_HYPER}
+        num_layers_before_predictor: {spec.tower_layers}
+        kernel_size: 3
+      }}"""
+    else:
+        anchors = """ssd_anchor_generator {
         num_layers: 6
         min_scale: 0.2
         max_scale: 0.95
@@ -283,29 +558,46 @@ model {{
         aspect_ratios: 0.5
         aspect_ratios: 3.0
         aspect_ratios: 0.3333
-      }}
-    }}
-    image_resizer {{ fixed_shape_resizer {{ height: {spec.input_size} width: {spec.input_size} }} }}
-    box_predictor {{
-      convolutional_box_predictor {{
+      }"""
+        predictor = f"""convolutional_box_predictor {{
         min_depth: 0
         max_depth: 0
         num_layers_before_predictor: 0
         use_dropout: false
         dropout_keep_probability: 0.8
-        kernel_size: {3 if separable else 1}
-        use_depthwise: {str(separable).lower()}
+        kernel_size: {3 if spec.separable else 1}
+        use_depthwise: {str(spec.separable).lower()}
         box_code_size: 4
         apply_sigmoid_to_scores: false
-        {hyper}
-      }}
+        {_HYPER}
+      }}"""
+    fpn_section = (f"fpn {{ min_level: 3 max_level: 7 additional_layer_depth: {spec.fpn_depth} }}"
+                   if fpn and spec.fpn_depth else "")
+    override = "override_base_feature_extractor_hyperparams: true" if fpn or "v3" in spec.kind else ""
+    rewriter = ("graph_rewriter { quantization { delay: 48000 weight_bits: 8 activation_bits: 8 } }"
+                if spec.quantized else "")
+    return f"""# {spec.kind} test model (ssdkit tests/convert/odapi_fixtures.py)
+model {{
+  ssd {{
+    num_classes: {spec.num_classes}
+    box_coder {{ faster_rcnn_box_coder {{ y_scale: 10.0 x_scale: 10.0 height_scale: 5.0 width_scale: 5.0 }} }}
+    matcher {{ argmax_matcher {{ matched_threshold: 0.5 unmatched_threshold: 0.5 }} }}
+    similarity_calculator {{ iou_similarity {{ }} }}
+    anchor_generator {{
+      {anchors}
+    }}
+    image_resizer {{ fixed_shape_resizer {{ height: {spec.input_size} width: {spec.input_size} }} }}
+    box_predictor {{
+      {predictor}
     }}
     feature_extractor {{
-      type: '{extractor}'
+      type: '{EXTRACTOR_TYPES[spec.kind]}'
       min_depth: {spec.min_depth}
       depth_multiplier: {spec.depth_multiplier}
-      use_depthwise: {str(separable).lower()}
-      {hyper}
+      use_depthwise: {str(spec.separable).lower()}
+      {fpn_section}
+      {_HYPER}
+      {override}
     }}
     loss {{ classification_loss {{ weighted_sigmoid {{ }} }} localization_loss {{ weighted_smooth_l1 {{ }} }} }}
     normalize_loss_by_num_matches: true
@@ -324,6 +616,7 @@ train_config: {{
   batch_size: 24
   fine_tune_checkpoint: "PATH_TO_BE_CONFIGURED/model.ckpt"
 }}
+{rewriter}
 train_input_reader: {{
   tf_record_input_reader {{ input_path: "PATH_TO_BE_CONFIGURED/train.record" }}
   label_map_path: "PATH_TO_BE_CONFIGURED/label_map.pbtxt"
@@ -341,6 +634,8 @@ def archive(folder: Path, target: Path, top: str | None = None) -> Path:
     with tarfile.open(target, "w:gz") as tar:
         tar.add(folder, arcname=top or folder.name)
     return target
+
+
 
 
 def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int = 3, seed: int = 0) -> Path:

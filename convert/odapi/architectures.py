@@ -191,6 +191,10 @@ def network_from_names(weights: dict[str, np.ndarray], source: str) -> Network:
         if tower != arch.tower_layers:
             overrides["tower_layers"] = tower
         overrides["tower_shared"] = f"{_ws_prefix()}BoxPredictionTower/" not in joined
+        first = next((weights[k] for k in sorted(weights) if re.search(
+            r"PredictionTower/conv2d_0/(weights|pointwise_weights)$", k)), None)
+        if first is not None:
+            overrides["tower_depth"] = int(first.shape[-1])
         projections = sorted(int(m.group(1)) for m in re.finditer(r"/fpn/projection_(\d+)/weights", joined))
         bottom_up = sorted(int(m.group(1)) for m in re.finditer(r"/fpn/bottom_up_Conv2d_(\d+)/", joined))
         if projections:

@@ -731,6 +731,22 @@ def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int 
                     [tuple(int(d) for d in m.shape[1:3]) for m in maps])
 
     model = SSDMetaArch()
+    _write_tf2(folder, model, MultipleGridAnchors(), input_size, num_classes, rng)
+    spec = Tf1Spec("ssd_mobilenet_v2", depth_multiplier=1.0, input_size=input_size, num_classes=num_classes)
+    (folder / "pipeline.config").write_text(
+        pipeline_config(spec).replace("type: 'ssd_mobilenet_v2'", "type: 'ssd_mobilenet_v2_keras'"))
+    labels = tuple(f"thing{i}" for i in range(1, num_classes + 1))
+    (folder / "label_map.pbtxt").write_text("".join(
+        f'item {{\n  id: {i}\n  name: "{name}"\n}}\n' for i, name in enumerate(labels, 1)))
+    return folder
+
+
+def _write_tf2(folder: Path, model, generator, input_size: int, num_classes: int, rng) -> None:
+    """Random weights and batch norms into ``model``; then ``checkpoint/ckpt-0`` and a
+    ``saved_model/`` whose serving function resizes, normalizes, runs the model and
+    decodes and suppresses as the OD API's exported ``DetectionInferenceModule``."""
+    import tensorflow as tf
+
     _, _, shapes = model(tf.zeros([1, input_size, input_size, 3]))
     for variable in model.weights:
         name, shape = variable.name, tuple(variable.shape)
@@ -746,7 +762,8 @@ def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int 
             fan_in = int(np.prod(shape[:-1])) if "depthwise" not in name else int(np.prod(shape[:2]))
             value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
         variable.assign(value.astype(np.float32))
-    anchors = MultipleGridAnchors().generate(shapes, input_size, input_size).astype(np.float32)
+    _calibrate_batch_norms(model, input_size)
+    anchors = generator.generate(shapes, input_size, input_size).astype(np.float32)
 
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder / "checkpoint"), max_to_keep=1)
     manager.save(checkpoint_number=0)
@@ -777,10 +794,230 @@ def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int 
 
     module = DetectionInferenceModule()
     tf.saved_model.save(module, str(folder / "saved_model"), signatures={"serving_default": module.__call__})
-    spec = Tf1Spec("ssd_mobilenet_v2", depth_multiplier=1.0, input_size=input_size, num_classes=num_classes)
-    (folder / "pipeline.config").write_text(
-        pipeline_config(spec).replace("type: 'ssd_mobilenet_v2'", "type: 'ssd_mobilenet_v2_keras'"))
+
+
+def _calibrate_batch_norms(model, input_size: int) -> None:
+    """Moving statistics from the photos, as training leaves them: one
+    training-mode pass with momentum 0 sets every batch norm's moving mean and
+    variance to the statistics of what it sees (upstream layers already
+    normalized). Random statistics instead let pre-activations grow far past
+    ReLU6's range in a deep network, which inflates float rounding relative to
+    the clipped outputs and is nothing a trained model does."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from ssdkit.convert.odapi.parity import load_photos
+
+    batch = tf.stack([tf.image.resize(tf.cast(photo, tf.float32), [input_size, input_size])
+                      for _, photo in load_photos(None)]) * (2.0 / 255.0) - 1.0
+    norms = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(batch, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+
+
+def build_tf2_fpnlite_source(folder: str | Path, input_size: int = 128, num_classes: int = 3, seed: int = 0,
+                             fpn_depth: int = 128, tower_layers: int = 4) -> Path:
+    """A TF2 zoo-style ``ssd_mobilenet_v2_fpnlite_320x320`` folder as the OD API's
+    Keras classes build it (``SSDMobileNetV2FpnKerasFeatureExtractor`` with
+    ``use_depthwise``, ``KerasFpnTopDownFeatureMaps`` named ``FeatureMaps``,
+    ``WeightSharedConvolutionalBoxPredictor`` with a shared separable tower):
+    the Keras MobileNetV2 application with its last 1x1 conv ``Conv_1`` at 256
+    channels (the OD API's modified conv defs), projections ``projection_1..3``
+    with bias, separable ``smoothing_1/2`` and ``bottom_up_Conv2d_20/21`` each
+    with ``_depthwise_conv`` / ``_batchnorm`` layers, a ``PredictionTower`` of
+    ``conv2d_j`` separable convs with ``BatchNorm/feature_i`` per level, and
+    separable ``BoxPredictor`` / ``ClassPredictor`` heads. Width 1.0; the
+    input side must be a multiple of 32 (even at every stride, where the
+    Keras application's explicit padding equals the OD API's SAME)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from ssdkit.runtime.spec import MultiscaleGridAnchors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    keras.backend.clear_session()
+    relu6 = tf.nn.relu6
+
+    def upsample(x):  # ops.nearest_neighbor_upsampling(x, scale=2)
+        _, height, width, channels = x.shape
+        y = tf.reshape(x, [-1, height, 1, width, 1, channels]) * tf.ones([1, 1, 2, 1, 2, 1])
+        return tf.reshape(y, [-1, height * 2, width * 2, channels])
+
+    def conv_block(name, stride):  # feature_map_generators.create_conv_block(use_depthwise=True)
+        return [keras.layers.SeparableConv2D(fpn_depth, 3, strides=stride, padding="same", use_bias=False,
+                                             name=name + "_depthwise_conv"),
+                keras.layers.BatchNormalization(epsilon=1e-3, name=name + "_batchnorm"),
+                keras.layers.Lambda(relu6, name=name)]
+
+    class FeatureMaps(keras.Model):  # KerasFpnTopDownFeatureMaps(num_levels=3)
+        def __init__(self):
+            super().__init__(name="FeatureMaps")
+            self.top_layers = [keras.layers.Conv2D(fpn_depth, 1, name="projection_3")]
+            self.residual_blocks, self.top_down_blocks, self.conv_layers = [], [], []
+            for level in reversed(range(2)):
+                self.residual_blocks.append([keras.layers.Conv2D(fpn_depth, 1, name=f"projection_{level + 1}")])
+                self.top_down_blocks.append([keras.layers.Lambda(upsample, name="nearest_neighbor_upsampling")])
+                self.conv_layers.append(conv_block(f"smoothing_{level + 1}", 1))
+
+        def call(self, features):
+            top_down = features[-1]
+            for layer in self.top_layers:
+                top_down = layer(top_down)
+            outputs = [top_down]
+            for index, level in enumerate(reversed(range(2))):
+                residual = features[level]
+                for layer in self.residual_blocks[index]:
+                    residual = layer(residual)
+                top_down = outputs[-1]
+                for layer in self.top_down_blocks[index]:
+                    top_down = layer(top_down)
+                top_down = top_down + residual
+                for layer in self.conv_layers[index]:
+                    top_down = layer(top_down)
+                outputs.append(top_down)
+            return outputs[::-1]
+
+    class FeatureExtractor(keras.Model):
+        def __init__(self):
+            super().__init__(name="ssd_mobile_net_v2_fpn_keras_feature_extractor")
+            full = keras.applications.MobileNetV2(alpha=1.0, include_top=False, weights=None,
+                                                  input_shape=(input_size, input_size, 3))
+            x = keras.layers.Conv2D(256, 1, use_bias=False, name="Conv_1")(full.get_layer("block_16_project_BN").output)
+            x = keras.layers.BatchNormalization(epsilon=1e-3, name="Conv_1_bn")(x)
+            x = keras.layers.ReLU(6.0, name="out_relu")(x)
+            self._mobilenet_v2 = keras.Model(full.inputs, [full.get_layer("block_5_add").output,
+                                                           full.get_layer("block_12_add").output, x])
+            self._fpn_features_generator = FeatureMaps()
+            self._coarse_feature_layers = [conv_block(f"bottom_up_Conv2d_{level - 5 + 19}", 2) for level in (6, 7)]
+
+        def call(self, x):
+            maps = self._fpn_features_generator(self._mobilenet_v2(x))
+            last = maps[-1]
+            for block in self._coarse_feature_layers:
+                for layer in block:
+                    last = layer(last)
+                maps.append(last)
+            return maps
+
+    generator = MultiscaleGridAnchors()
+    k = generator.per_location()[0]
+
+    class Head(keras.layers.Layer):  # WeightSharedConvolutional{Box,Class}Head with use_depthwise
+        def __init__(self, kind, filters, size):
+            super().__init__(name=f"WeightSharedConvolutional{kind}Head")
+            self._conv = keras.layers.SeparableConv2D(filters, 3, padding="same",
+                                                      name="BoxPredictor" if kind == "Box" else "ClassPredictor")
+            self.size = size
+
+        def call(self, x):
+            return tf.reshape(self._conv(x), [tf.shape(x)[0], -1, self.size])
+
+    class BoxPredictor(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="WeightSharedConvolutionalBoxPredictor")
+            self._tower = [keras.layers.SeparableConv2D(fpn_depth, 3, padding="same", use_bias=False,
+                                                        name=f"PredictionTower/conv2d_{j}") for j in range(tower_layers)]
+            self._norms = [[keras.layers.BatchNormalization(epsilon=1e-3,
+                                                            name=f"PredictionTower/conv2d_{j}/BatchNorm/feature_{i}")
+                            for j in range(tower_layers)] for i in range(5)]
+            self._box_head = Head("Box", k * 4, 4)
+            self._class_head = Head("Class", k * (num_classes + 1), num_classes + 1)
+
+        def call(self, maps):
+            boxes, classes = [], []
+            for i, x in enumerate(maps):
+                for conv, norm in zip(self._tower, self._norms[i]):
+                    x = relu6(norm(conv(x)))
+                boxes.append(self._box_head(x))
+                classes.append(self._class_head(x))
+            return boxes, classes
+
+    class SSDMetaArch(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="ssd_meta_arch")
+            self._feature_extractor = FeatureExtractor()
+            self._box_predictor = BoxPredictor()
+
+        def call(self, x):
+            maps = self._feature_extractor(x)
+            boxes, classes = self._box_predictor(maps)
+            return tf.concat(boxes, 1), tf.concat(classes, 1), [tuple(int(d) for d in m.shape[1:3]) for m in maps]
+
+    _write_tf2(folder, SSDMetaArch(), generator, input_size, num_classes, rng)
+    (folder / "pipeline.config").write_text(f"""# ssd_mobilenet_v2_fpnlite test model (ssdkit tests/convert/odapi_fixtures.py)
+model {{
+  ssd {{
+    num_classes: {num_classes}
+    image_resizer {{ fixed_shape_resizer {{ height: {input_size} width: {input_size} }} }}
+    feature_extractor {{
+      type: "ssd_mobilenet_v2_fpn_keras"
+      depth_multiplier: 1.0
+      min_depth: 16
+      conv_hyperparams {{
+        regularizer {{ l2_regularizer {{ weight: 4e-05 }} }}
+        initializer {{ random_normal_initializer {{ mean: 0.0 stddev: 0.01 }} }}
+        activation: RELU_6
+        batch_norm {{ decay: 0.997 scale: true epsilon: 0.001 }}
+      }}
+      use_depthwise: true
+      override_base_feature_extractor_hyperparams: true
+      fpn {{ min_level: 3 max_level: 7 additional_layer_depth: {fpn_depth} }}
+    }}
+    box_coder {{ faster_rcnn_box_coder {{ y_scale: 10.0 x_scale: 10.0 height_scale: 5.0 width_scale: 5.0 }} }}
+    matcher {{ argmax_matcher {{ matched_threshold: 0.5 unmatched_threshold: 0.5 }} }}
+    similarity_calculator {{ iou_similarity {{ }} }}
+    box_predictor {{
+      weight_shared_convolutional_box_predictor {{
+        conv_hyperparams {{
+          regularizer {{ l2_regularizer {{ weight: 4e-05 }} }}
+          initializer {{ random_normal_initializer {{ mean: 0.0 stddev: 0.01 }} }}
+          activation: RELU_6
+          batch_norm {{ decay: 0.997 scale: true epsilon: 0.001 }}
+        }}
+        depth: {fpn_depth}
+        num_layers_before_predictor: {tower_layers}
+        kernel_size: 3
+        class_prediction_bias_init: -4.6
+        share_prediction_tower: true
+        use_depthwise: true
+      }}
+    }}
+    anchor_generator {{
+      multiscale_anchor_generator {{
+        min_level: 3
+        max_level: 7
+        anchor_scale: 4.0
+        aspect_ratios: 1.0
+        aspect_ratios: 2.0
+        aspect_ratios: 0.5
+        scales_per_octave: 2
+      }}
+    }}
+    post_processing {{
+      batch_non_max_suppression {{
+        score_threshold: 1e-08
+        iou_threshold: 0.6
+        max_detections_per_class: 100
+        max_total_detections: 100
+        use_static_shapes: false
+      }}
+      score_converter: SIGMOID
+    }}
+    loss {{ classification_loss {{ weighted_sigmoid_focal {{ gamma: 2.0 alpha: 0.25 }} }} }}
+    encode_background_as_zeros: true
+  }}
+}}
+train_input_reader {{
+  label_map_path: "PATH_TO_BE_CONFIGURED/label_map.txt"
+}}
+""")
     labels = tuple(f"thing{i}" for i in range(1, num_classes + 1))
-    (folder / "label_map.pbtxt").write_text("".join(
+    (folder / "label_map.txt").write_text("".join(
         f'item {{\n  id: {i}\n  name: "{name}"\n}}\n' for i, name in enumerate(labels, 1)))
     return folder

@@ -288,3 +288,133 @@ def test_tf2_folder_imports_from_checkpoint_with_savedmodel_parity(tmp_path, rec
     assert not alone.parity.runnable and any(issubclass(w.category, ParityWarning) for w in recwarn)
     a = alone.model.keras_model.get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(a, imported.model.keras_model.get_weights()))
+
+
+def test_label_map_named_in_pipeline_config_wins_over_labels(v2_import, v2_source, recwarn):
+    """Issue 15's order: the label map pipeline.config names, then --labels, COCO's 90, class_N."""
+    from ssdkit.convert.odapi.config import read_pipeline_config
+    from ssdkit.convert.odapi.importer import LabelsWarning, resolve_labels
+    from ssdkit.convert.odapi.sources import open_source
+
+    config = read_pipeline_config(v2_source / "pipeline.config")
+    notes = []
+    with open_source(v2_source) as source:
+        labels = resolve_labels(config, source, 3, ("x", "y", "z"), notes)
+        assert labels == ("cat", "dog", "bird")
+        assert any(issubclass(w.category, LabelsWarning) and "--labels ignored" in str(w.message) for w in recwarn)
+        assert "--labels ignored" in " ".join(notes)
+        # The same labels given twice: no warning.
+        recwarn.clear()
+        assert resolve_labels(config, source, 3, ("cat", "dog", "bird"), []) == labels and not recwarn.list
+        with pytest.raises(ValueError, match="--labels has 2 labels, the model 3 classes"):
+            resolve_labels(config, source, 3, ("x", "y"), [])
+
+
+@pytest.fixture(scope="module")
+def tf1_sources(tmp_path_factory):
+    """One small source per TF1 architecture added after the first three (built on first use)."""
+    built = {}
+
+    def get(kind):
+        if kind not in built:
+            spec = {
+                "ssdlite_mobilenet_v3_small": Tf1Spec("ssdlite_mobilenet_v3_small", 1.0, 64),
+                "ssdlite_mobilenet_v3_large": Tf1Spec("ssdlite_mobilenet_v3_large", 0.75, 64),
+                "ssd_mobilenet_v1_fpn": Tf1Spec("ssd_mobilenet_v1_fpn", 0.25, 64, tower_depth=64, tower_layers=2),
+            }[kind]
+            built[kind] = build_tf1_source(tmp_path_factory.mktemp("odapi") / kind, spec)
+        return built[kind]
+
+    return get
+
+
+@pytest.mark.parametrize("kind, entry, width", [
+    ("ssdlite_mobilenet_v3_small", "ssdlite_mnv3_small_odapi", 1.0),
+    ("ssdlite_mobilenet_v3_large", "ssdlite_mnv3_large_odapi", 0.75),
+    ("ssd_mobilenet_v1_fpn", "ssd_mnv1_fpn_odapi", 0.25),
+])
+def test_more_tf1_architectures_import_exactly(kind, entry, width, tf1_sources, tmp_path):
+    """MobileNetV3 (slim's detection variant: halved last stage, squeeze-excite, hard-swish) and the
+    MobileNetV1 FPN with separate box and class towers: from the folder (pipeline.config) and from
+    the lone frozen graph (architecture, width, FPN levels and anchors recovered from the graph)."""
+    from ssdkit.convert.odapi.importer import import_model
+
+    source = tf1_sources(kind)
+    imported = import_model(str(source), progress=False)
+    report = imported.parity
+    assert imported.model.spec.name == entry and imported.model.config.width == width
+    assert report.relative < 1e-4 and all(r.top_identical for r in report.rows), report.table()
+    lone = tmp_path / "frozen_inference_graph.pb"
+    shutil.copy(source / "frozen_inference_graph.pb", lone)
+    recovered = import_model(str(lone), labels_file=("a", "b", "c"), progress=False)
+    assert recovered.model.spec.name == entry and recovered.model.config.width == width
+    assert recovered.model.spec.anchors == imported.model.spec.anchors
+    assert dict(recovered.model.config.architecture or ()) == dict(imported.model.config.architecture or ())
+    assert recovered.parity.relative < 1e-4
+
+
+def test_mobilenet_v3_channels_are_the_detection_variants(tf1_sources):
+    """The OD API's halved last stage (V3_LARGE_DETECTION: 80 and 480 where the classifier has 160
+    and 960) and slim's rounding at width 0.75, read back from the imported network."""
+    from ssdkit.convert.odapi.importer import import_model
+
+    model = import_model(str(tf1_sources("ssdlite_mobilenet_v3_large")), progress=False).model.keras_model
+    s = "FeatureExtractor/MobilenetV3"
+
+    def out(layer):
+        return model.get_layer(layer).kernel.shape[-1]
+
+    assert out(f"{s}/expanded_conv_11/project") == 88  # 112 * 0.75 -> 84 -> 88
+    assert out(f"{s}/expanded_conv_12/project") == 64  # 160 / 2 * 0.75 = 60 -> 64
+    assert out(f"{s}/Conv_1") == 360  # 960 / 2 * 0.75
+    assert out(f"{s}/expanded_conv_12/squeeze_excite/Conv") == 136  # 88 * 6 = 528 expanded channels / 4
+
+
+def test_quantization_aware_graph_checked_by_detections_and_its_float_twin(tmp_path):
+    """A TF1 quantization-aware graph (batch norms folded, FakeQuant on weights and activations):
+    the import holds the float weights; raw outputs differ by quantization, so parity is the
+    detection agreement plus the exact comparison with the graph's FakeQuant nodes bypassed."""
+    from ssdkit.convert.odapi.importer import import_model
+
+    source = build_tf1_source(tmp_path / "ssd_mobilenet_v2_quantized", Tf1Spec("ssd_mobilenet_v2", quantized=True))
+    assert "graph_rewriter" in (source / "pipeline.config").read_text()
+    imported = import_model(str(source), progress=False)
+    report = imported.parity
+    assert report.fake_quant > 100 and report.passed
+    assert report.relative > 1e-3  # against the FakeQuant graph: quantization-sized
+    assert report.float_twin_relative < 1e-4 and report.agreement >= 0.5
+    table = report.table()
+    assert "FakeQuant nodes" in table and "bypassed" in table
+    # A wrong weight is caught by the float twin even where detections still agree.
+    from ssdkit.convert.odapi import tf1
+    from ssdkit.convert.odapi.parity import compare, load_photos, tf1_runner
+
+    layer = imported.model.keras_model.get_layer("BoxPredictor_0/BoxEncodingPredictor")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + 0.01])
+    graph_def = tf1.load_graph_def(source / "frozen_inference_graph.pb")
+    runner = tf1_runner(graph_def, tf1.graph_facts(graph_def), "the frozen graph", "frozen_inference_graph.pb")
+    try:
+        assert not compare(runner, imported.model, load_photos(None)[:1]).passed
+    finally:
+        runner.close()
+
+
+def test_tf2_fpnlite_imports_with_savedmodel_parity(tmp_path):
+    """TF2 ssd_mobilenet_v2_fpn_keras (FPN-lite): Keras names (projection_N, smoothing_N_depthwise_conv,
+    bottom_up_Conv2d_N, PredictionTower/conv2d_j/BatchNorm/feature_i, BoxPredictor / ClassPredictor)
+    onto the OD API-exact network; the label map pipeline.config names (label_map.txt)."""
+    from odapi_fixtures import build_tf2_fpnlite_source
+
+    from ssdkit.convert.odapi.importer import import_model
+
+    source = build_tf2_fpnlite_source(tmp_path / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8", 64, tower_layers=2)
+    imported = import_model(str(source), progress=False)
+    report = imported.parity
+    assert report.source_kind == "the TF2 SavedModel"
+    assert report.relative < 1e-4 and all(r.top_identical for r in report.rows), report.table()
+    spec, config = imported.model.spec, imported.model.config
+    assert spec.name == "ssd_mnv2_fpnlite_odapi" and spec.labels == ("thing1", "thing2", "thing3")
+    assert spec.num_anchors == (64 + 16 + 4 + 1 + 1) * 6
+    assert dict(config.architecture)["tower_layers"] == 2
+    assert "labels: label_map.txt (named in pipeline.config)" in imported.notes

@@ -1,13 +1,23 @@
 """``make import-check``: every importable OD API architecture at full size.
 
-Builds each source with the test fixtures (OD API naming, random weights and
-batch norms; tests/convert/odapi_fixtures.py), times ``ssdkit import`` on it
-and prints the parity figures. Sizes are the zoo's: 300x300 (TF1) and
-320x320 (TF2), width 1.0.
+Builds each source with the test fixtures (OD API naming, random weights;
+tests/convert/odapi_fixtures.py) at the zoo's sizes and width 1.0, runs
+``ssdkit import`` on it as a user would (a fresh process, wall time
+included), once per kind of source the OD API ships (TF1: the frozen graph
+and the checkpoint with its ``.meta`` graph; TF2: the SavedModel, and the
+checkpoint alone, which has nothing to run), and prints one table: parity
+(max |difference| of box encodings and class logits, absolute and relative
+to the source's largest value, detection agreement) and the import's wall
+time. Not part of ``make test``: it takes 15-30 minutes on a 2-core machine.
+
+    python tools/import_check.py [--only NAME ...] [--out FILE.md]
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,26 +29,88 @@ sys.path.insert(0, str(REPO / "tests" / "convert"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def main() -> int:
-    from odapi_fixtures import Tf1Spec, build_tf1_source, build_tf2_source
+def cases():
+    """(name, builder, [(source kind, path inside the built folder)])."""
+    from odapi_fixtures import Tf1Spec, build_tf1_source, build_tf2_fpnlite_source, build_tf2_source
 
-    cases = [("ssd_mobilenet_v1 (TF1)", lambda d: build_tf1_source(d, Tf1Spec("ssd_mobilenet_v1", 1.0, 300, 90,
-                                                                               fused_bn=False))),
-             ("ssd_mobilenet_v2 (TF1)", lambda d: build_tf1_source(d, Tf1Spec("ssd_mobilenet_v2", 1.0, 300, 90))),
-             ("ssdlite_mobilenet_v2 (TF1)", lambda d: build_tf1_source(d, Tf1Spec("ssdlite_mobilenet_v2", 1.0, 300, 90))),
-             ("ssd_mobilenet_v2_keras (TF2)", lambda d: build_tf2_source(d, 320, 90))]
+    tf1 = [("TF1 frozen", "."), ("TF1 ckpt", "model.ckpt")]
+    tf2 = [("TF2 SavedModel", "."), ("TF2 ckpt", "checkpoint/ckpt-0")]
+
+    def one(spec):
+        return lambda folder: build_tf1_source(folder, spec)
+
+    return [
+        ("ssd_mobilenet_v1 300", one(Tf1Spec("ssd_mobilenet_v1", 1.0, 300, 90, fused_bn=False)), tf1),
+        ("ssd_mobilenet_v2 300", one(Tf1Spec("ssd_mobilenet_v2", 1.0, 300, 90)), tf1),
+        ("ssdlite_mobilenet_v2 300", one(Tf1Spec("ssdlite_mobilenet_v2", 1.0, 300, 90)), tf1),
+        ("ssdlite_mobilenet_v3_small 320", one(Tf1Spec("ssdlite_mobilenet_v3_small", 1.0, 320, 90)), tf1),
+        ("ssdlite_mobilenet_v3_large 320", one(Tf1Spec("ssdlite_mobilenet_v3_large", 1.0, 320, 90)), tf1),
+        ("ssd_mobilenet_v1_fpn 640", one(Tf1Spec("ssd_mobilenet_v1_fpn", 1.0, 640, 90)), tf1),
+        ("ssd_mobilenet_v2_quantized 300 (QAT)", one(Tf1Spec("ssd_mobilenet_v2", 1.0, 300, 90, quantized=True)),
+         tf1[:1]),
+        ("ssd_mobilenet_v2_keras 320", lambda folder: build_tf2_source(folder, 320, 90), tf2),
+        ("ssd_mobilenet_v2_fpn_keras 320 (FPN-lite)", lambda folder: build_tf2_fpnlite_source(folder, 320, 90), tf2),
+        ("ssd_mobilenet_v2_fpn_keras 640 (FPN-lite)", lambda folder: build_tf2_fpnlite_source(folder, 640, 90), tf2[:1]),
+    ]
+
+
+def row(name, kind, parity: dict, seconds: float, code: int) -> str:
+    def g(value):
+        return "-" if value is None else f"{value:.2g}"
+
+    if code != 0:
+        return f"| {name} | {kind} | FAILED (exit {code}) | | | | | {seconds:.0f} s |"
+    if not parity.get("runnable"):
+        return f"| {name} | {kind} | not checked ({parity.get('note')}) | | | | | {seconds:.0f} s |"
+    rows = parity["rows"]
+    box_abs, logit_abs = max(r["box_max"] for r in rows), max(r["logit_max"] for r in rows)
+    box_rel, logit_rel = max(r["box_relative"] for r in rows), max(r["logit_relative"] for r in rows)
+    agreement = f"{parity['agreement']:.0%}" + (" top-10 identical" if all(r["top_identical"] for r in rows) else "")
+    note = ""
+    if parity.get("fake_quant"):
+        note = f" (vs the FakeQuant graph; FakeQuant bypassed: relative {g(parity.get('float_twin_relative'))})"
+    return (f"| {name} | {kind} | {g(box_abs)} / {g(box_rel)} | {g(logit_abs)} / {g(logit_rel)} | {agreement}{note} "
+            f"| {'pass' if parity['passed'] else 'FAIL'} | {seconds:.0f} s |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="run the cases whose name contains one of these")
+    parser.add_argument("--out", help="also write the table to this markdown file")
+    args = parser.parse_args()
     ssdkit = str(Path(sys.executable).with_name("ssdkit"))
+    lines = ["| architecture | source | box enc max abs / rel | logits max abs / rel | detections | check "
+             "| import wall time |", "|---|---|---|---|---|---|---|"]
     failed = 0
     with tempfile.TemporaryDirectory(prefix="ssdkit-import-check-") as tmp:
-        for name, build in cases:
-            source = build(Path(tmp) / name.split()[0])
+        for name, build, kinds in cases():
+            if args.only and not any(word in name for word in args.only):
+                continue
+            folder = Path(tmp) / name.split()[0]
             started = time.monotonic()
-            result = subprocess.run([ssdkit, "import", str(source), "--out", str(Path(tmp) / "out" / source.name)],
-                                    capture_output=True, text=True)
-            seconds = time.monotonic() - started
-            print(f"== {name}: ssdkit import {seconds:.1f} s, exit {result.returncode}")
-            print(result.stdout.strip() or result.stderr.strip().splitlines()[-1])
-            failed += result.returncode != 0
+            build(folder)
+            print(f"== {name}: source built in {time.monotonic() - started:.0f} s", flush=True)
+            for kind, inside in kinds:
+                if kind == "TF2 ckpt":
+                    shutil.rmtree(folder / "saved_model")
+                out = Path(tmp) / "out" / f"{folder.name}-{kind.replace(' ', '_')}"
+                started = time.monotonic()
+                result = subprocess.run([ssdkit, "import", str(folder / inside), "--out", str(out), "--no-progress"],
+                                        capture_output=True, text=True)
+                seconds = time.monotonic() - started
+                parity = json.loads((out / "parity.json").read_text()) if result.returncode == 0 else {}
+                line = row(name, kind, parity, seconds, result.returncode)
+                print(line if result.returncode == 0 else line + "\n" + result.stderr.strip()[-2000:], flush=True)
+                lines.append(line)
+                failed += result.returncode != 0
+            shutil.rmtree(folder)
+    load = os.getloadavg()
+    lines.append(f"\n{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end "
+                 f"(1 / 5 / 15 min); `python tools/import_check.py`.")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
     return 1 if failed else 0
 
 

@@ -111,8 +111,8 @@ def network_from_config(config: OdapiConfig, tf_version: int) -> Network:
     if feature_maps == "fpn":
         if config.use_depthwise != arch.fpn_separable:
             raise UnsupportedModel(f"{config.source}: {kind} with feature_extractor.use_depthwise "
-                                   f"{str(config.use_depthwise).lower()} is not an architecture ssdkit imports (it "
-                                   f"has {kind} with use_depthwise {str(arch.fpn_separable).lower()})")
+                                   f"{str(config.use_depthwise).lower()} does not import: ssdkit has {kind} with "
+                                   f"use_depthwise {str(arch.fpn_separable).lower()} only")
         # No fpn { } section: the feature extractor's defaults (levels 3-7, additional_layer_depth 256).
         min_level, max_level, depth = config.fpn or (3, 7, 256)
         overrides.update(fpn_min_level=min_level, fpn_max_level=max_level, fpn_depth=depth)

@@ -86,7 +86,8 @@ def interpret(root: Message, source: str) -> OdapiConfig:
         raise field_error(f"image_resizer.{resizer_kind}", "is not supported: SSD imports need fixed_shape_resizer")
     for name in ("use_explicit_padding",):
         if extractor.get(name, False):
-            raise field_error(f"feature_extractor.{name}", "is true: not supported (ssdkit pads SAME)")
+            raise field_error(f"feature_extractor.{name}", "is true: not supported (ssdkit's networks pad SAME, "
+                                                           "which differs from fixed padding at stride 2)")
     if int(extractor.get("pad_to_multiple", 1)) not in (0, 1):
         raise field_error("feature_extractor.pad_to_multiple", f"is {extractor.get('pad_to_multiple')}: only 1 is supported")
     fpn = None

@@ -172,6 +172,9 @@ def _import(source: Source, origin: str, labels_file, photos_dir, tolerance, sta
                 raise ValueError(f"{source.meta_graph}: not a MetaGraphDef, or truncated ({exc})") from None
             facts = tf1.graph_facts(meta.graph_def)
     where = str(source.frozen_graph or source.tf1_checkpoint)
+    if facts is not None and facts.explicit_padding:
+        raise UnsupportedModel(f"{where}: the feature extractor pads explicitly ({facts.explicit_padding} Pad nodes: "
+                               "use_explicit_padding true); ssdkit's networks pad SAME, which differs at stride 2")
     if facts is not None and facts.bn_epsilons - {0.001}:
         raise UnsupportedModel(f"{where}: batch norm epsilon {sorted(facts.bn_epsilons - {0.001})}; ssdkit's "
                                "networks use 0.001")

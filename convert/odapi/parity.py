@@ -182,6 +182,8 @@ class PhotoRow:
     detections: int
     agreement: float
     top_identical: bool
+    box_relative: float = 0.0  # box_max over the source's largest |box encoding|
+    logit_relative: float = 0.0  # logit_max over the source's largest |logit|
 
 
 @dataclass
@@ -260,10 +262,13 @@ def compare(runner: Runner, model, photos, tolerance: float = DEFAULT_TOLERANCE)
             raise ValueError(f"{runner.path}: the source's raw outputs have shapes {list(sb.shape)} and "
                              f"{list(sl.shape)}, the import's {list(ib.shape)} and {list(il.shape)}")
         box_max, logit_max = float(np.abs(sb - ib).max()), float(np.abs(sl - il).max())
-        relative = max(box_max / max(float(np.abs(sb).max()), 1e-12), logit_max / max(float(np.abs(sl).max()), 1e-12))
+        box_rel = box_max / max(float(np.abs(sb).max()), 1e-12)
+        logit_rel = logit_max / max(float(np.abs(sl).max()), 1e-12)
         ref, cand = detections(sb, sl, spec, anchors), detections(ib, il, spec, anchors)
-        report.rows.append(PhotoRow(name, box_max, logit_max, relative, int((ref[2] >= AGREEMENT_MIN_SCORE).sum()),
-                                    detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE), top_identical(ref, cand)))
+        report.rows.append(PhotoRow(name, box_max, logit_max, max(box_rel, logit_rel),
+                                    int((ref[2] >= AGREEMENT_MIN_SCORE).sum()),
+                                    detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE), top_identical(ref, cand),
+                                    box_rel, logit_rel))
     return report
 
 

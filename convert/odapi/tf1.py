@@ -107,6 +107,7 @@ class GraphFacts:
     box_coder_scales: tuple[float, float, float, float] | None = None
     bn_epsilons: set[float] = field(default_factory=set)
     fake_quant: int = 0  # FakeQuant nodes in the graph
+    explicit_padding: int = 0  # Pad nodes in the feature extractor (use_explicit_padding)
 
 
 def graph_facts(graph_def) -> GraphFacts:
@@ -127,6 +128,8 @@ def graph_facts(graph_def) -> GraphFacts:
 
     facts = GraphFacts()
     facts.fake_quant = sum(node.op in FAKE_QUANT_OPS for node in graph_def.node)
+    facts.explicit_padding = sum(node.op in ("Pad", "PadV2", "MirrorPad") and node.name.startswith("FeatureExtractor/")
+                                 for node in graph_def.node)
     for candidate in ("Preprocessor/sub", "normalized_input_image_tensor"):
         if candidate in nodes:
             facts.input_tensor = candidate + ":0"

@@ -762,7 +762,7 @@ def _write_tf2(folder: Path, model, generator, input_size: int, num_classes: int
             fan_in = int(np.prod(shape[:-1])) if "depthwise" not in name else int(np.prod(shape[:2]))
             value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
         variable.assign(value.astype(np.float32))
-    _calibrate_batch_norms(model, input_size)
+    _calibrate_batch_norms(model, input_size, rng)
     anchors = generator.generate(shapes, input_size, input_size).astype(np.float32)
 
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder / "checkpoint"), max_to_keep=1)
@@ -796,11 +796,13 @@ def _write_tf2(folder: Path, model, generator, input_size: int, num_classes: int
     tf.saved_model.save(module, str(folder / "saved_model"), signatures={"serving_default": module.__call__})
 
 
-def _calibrate_batch_norms(model, input_size: int) -> None:
+def _calibrate_batch_norms(model, input_size: int, rng) -> None:
     """Moving statistics from the photos, as training leaves them: one
     training-mode pass with momentum 0 sets every batch norm's moving mean and
     variance to the statistics of what it sees (upstream layers already
-    normalized). Random statistics instead let pre-activations grow far past
+    normalized); the variance then gets 0.5-1.0 added, so that channels the
+    three photos barely move (1x1 maps, units ReLU6 clips) are not divided by
+    sqrt(epsilon). Random statistics instead let pre-activations grow far past
     ReLU6's range in a deep network, which inflates float rounding relative to
     the clipped outputs and is nothing a trained model does."""
     import tensorflow as tf
@@ -817,6 +819,8 @@ def _calibrate_batch_norms(model, input_size: int) -> None:
     model(batch, training=True)
     for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
+        variance = layer.moving_variance
+        variance.assign(variance + rng.uniform(0.5, 1.0, variance.shape).astype(np.float32))
 
 
 def build_tf2_fpnlite_source(folder: str | Path, input_size: int = 128, num_classes: int = 3, seed: int = 0,

@@ -265,6 +265,7 @@ def test_unsupported_configs_say_why(v2_source):
         ("ssd {", "faster_rcnn {", "not an SSD"),
         ("num_layers_before_predictor: 0", "num_layers_before_predictor: 2", "num_layers_before_predictor"),
         ("score_converter: SIGMOID", "score_converter: IDENTITY", "score_converter"),
+        ("min_depth: 16", "min_depth: 16 use_explicit_padding: true", "use_explicit_padding is true"),
         ("fixed_shape_resizer { height: 96 width: 96 }", "keep_aspect_ratio_resizer { min_dimension: 96 }",
          "fixed_shape_resizer"),
     ):

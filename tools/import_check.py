@@ -7,8 +7,10 @@ included), once per kind of source the OD API ships (TF1: the frozen graph
 and the checkpoint with its ``.meta`` graph; TF2: the SavedModel, and the
 checkpoint alone, which has nothing to run), and prints one table: parity
 (max |difference| of box encodings and class logits, absolute and relative
-to the source's largest value, detection agreement) and the import's wall
-time. Not part of ``make test``: it takes 15-30 minutes on a 2-core machine.
+to the source's largest value, detection agreement) and the import's time,
+wall and CPU (user + system, whatever the load: an import spends almost no
+time waiting for disk, so on an idle machine its wall time is at most about
+this). Not part of ``make test``: it takes 15-30 minutes on a 2-core machine.
 
     python tools/import_check.py [--only NAME ...] [--out FILE.md]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -54,14 +57,20 @@ def cases():
     ]
 
 
-def row(name, kind, parity: dict, seconds: float, code: int) -> str:
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes: the import's work, whatever the load."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def row(name, kind, parity: dict, seconds: float, code: int, cpu: float) -> str:
     def g(value):
         return "-" if value is None else f"{value:.2g}"
 
     if code != 0:
-        return f"| {name} | {kind} | FAILED (exit {code}) | | | | | {seconds:.0f} s |"
+        return f"| {name} | {kind} | FAILED (exit {code}) | | | | | {seconds:.0f} s | {cpu:.0f} s |"
     if not parity.get("runnable"):
-        return f"| {name} | {kind} | not checked ({parity.get('note')}) | | | | | {seconds:.0f} s |"
+        return f"| {name} | {kind} | not checked ({parity.get('note')}) | | | | | {seconds:.0f} s | {cpu:.0f} s |"
     rows = parity["rows"]
     box_abs, logit_abs = max(r["box_max"] for r in rows), max(r["logit_max"] for r in rows)
     box_rel, logit_rel = max(r["box_relative"] for r in rows), max(r["logit_relative"] for r in rows)
@@ -70,7 +79,7 @@ def row(name, kind, parity: dict, seconds: float, code: int) -> str:
     if parity.get("fake_quant"):
         note = f" (vs the FakeQuant graph; FakeQuant bypassed: relative {g(parity.get('float_twin_relative'))})"
     return (f"| {name} | {kind} | {g(box_abs)} / {g(box_rel)} | {g(logit_abs)} / {g(logit_rel)} | {agreement}{note} "
-            f"| {'pass' if parity['passed'] else 'FAIL'} | {seconds:.0f} s |")
+            f"| {'pass' if parity['passed'] else 'FAIL'} | {seconds:.0f} s | {cpu:.0f} s |")
 
 
 def main() -> int:
@@ -80,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     ssdkit = str(Path(sys.executable).with_name("ssdkit"))
     lines = ["| architecture | source | box enc max abs / rel | logits max abs / rel | detections | check "
-             "| import wall time |", "|---|---|---|---|---|---|---|"]
+             "| import wall time | import CPU time |", "|---|---|---|---|---|---|---|---|"]
     failed = 0
     with tempfile.TemporaryDirectory(prefix="ssdkit-import-check-") as tmp:
         for name, build, kinds in cases():
@@ -94,12 +103,12 @@ def main() -> int:
                 if kind == "TF2 ckpt":
                     shutil.rmtree(folder / "saved_model")
                 out = Path(tmp) / "out" / f"{folder.name}-{kind.replace(' ', '_')}"
-                started = time.monotonic()
+                started, used = time.monotonic(), _children_cpu()
                 result = subprocess.run([ssdkit, "import", str(folder / inside), "--out", str(out), "--no-progress"],
                                         capture_output=True, text=True)
-                seconds = time.monotonic() - started
+                seconds, cpu = time.monotonic() - started, _children_cpu() - used
                 parity = json.loads((out / "parity.json").read_text()) if result.returncode == 0 else {}
-                line = row(name, kind, parity, seconds, result.returncode)
+                line = row(name, kind, parity, seconds, result.returncode, cpu)
                 print(line if result.returncode == 0 else line + "\n" + result.stderr.strip()[-2000:], flush=True)
                 lines.append(line)
                 failed += result.returncode != 0

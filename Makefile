@@ -77,4 +77,4 @@ soak: $(STAMP)
 # tests. Not part of `make test`: see README.md for how long it takes.
 .PHONY: pi-check
 pi-check: $(STAMP)
-	$(BIN)/python devices/pi_check.py --model $(MODEL) $(WEIGHTS_ARG)
+	$(BIN)/python tools/pi_check.py --model $(MODEL) $(WEIGHTS_ARG)

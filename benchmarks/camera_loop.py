@@ -42,8 +42,9 @@ def write_video(path: Path, frames: int) -> None:
 
 
 def export_model(folder: Path) -> Path:
-    from ssdkit.convert.export import ExportOptions, export, prepare_model
-    from ssdkit.convert.savedmodel2tflite import TFLiteOptions
+    from ssdkit.convert.export import ExportOptions, export
+    from ssdkit.convert.checkpoint import prepare_model
+    from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "randomly initialised": fine for timing

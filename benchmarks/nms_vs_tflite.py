@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from ssdkit.calibration.measure import time_calls
+from ssdkit.evaluation.measure import time_calls
 from ssdkit.runtime.postprocess import detection_postprocess
 
 A, C = 1917, 91
@@ -23,7 +23,7 @@ def build_op(anchors: np.ndarray, use_regular_nms: bool):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from ssdkit.convert.tflite_postprocess import DetectionPostProcessOptions, detection_postprocess as op_node
+    from ssdkit.convert.tflite.postprocess_op import DetectionPostProcessOptions, detection_postprocess as op_node
 
     options = DetectionPostProcessOptions(num_classes=C, use_regular_nms=use_regular_nms, **OPTIONS)
     module = tf.Module()

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ssdkit.calibration.measure import machine_info
+from ssdkit.evaluation.measure import machine_info
 from ssdkit.fileio import write_text_atomic
 
 HERE = Path(__file__).resolve().parent

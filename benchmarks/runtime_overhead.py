@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import numpy as np
 
-from ssdkit.calibration.measure import time_calls
+from ssdkit.evaluation.measure import time_calls
 from ssdkit.runtime import Detector
 
 

@@ -4,6 +4,8 @@ One ``.npz`` file: ``__meta__`` holds JSON (format version, the
 ``ModelConfig``, the spec) and every Keras weight is stored under its
 variable name, so loading matches by name and reports exactly what is
 missing or mis-shaped. Weights may be stored as float16 to ship small files.
+``prepare_model`` builds a zoo network with its weights (a checkpoint, or
+ImageNet backbone weights and a random head), for export and training alike.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import numpy as np
 
 from ssdkit.fileio import atomic_path
 
-from .models.ssd import SSDModel
-from .zoo import ModelConfig
+from .models.ssd import SSDModel, build_model, load_backbone_weights, warn_untrained
+from .zoo import ModelConfig, shipped_weights
 
 FORMAT = "ssdkit-checkpoint"
 VERSION = 1
@@ -63,3 +65,47 @@ def apply_weights(model: SSDModel, weights: dict[str, np.ndarray], source: str |
         raise ValueError(f"{source}: checkpoint does not fit {model.spec.name} at width {model.config.width}: {details}")
     for name, variable in variables.items():
         variable.assign(weights[name].astype(variable.dtype.as_numpy_dtype))
+
+
+def resolve_weights(model_name: str, weights: str | Path | None, customised: bool) -> str | Path | None:
+    """``weights`` as the export commands take it: a checkpoint path, "none"
+    (untrained), or "auto"/None: the shipped demo checkpoint when the zoo has
+    one and the network asked for is the one it fits (no custom width, input
+    size or classes), else untrained."""
+    if weights not in (None, "auto"):
+        return None if str(weights) == "none" else weights
+    shipped = None if customised else shipped_weights(model_name)
+    return Path(str(shipped)) if shipped is not None else None
+
+
+def prepare_model(
+    model_name: str,
+    weights: str | Path | None = None,
+    *,
+    width: float | None = None,
+    input_size: tuple[int, int] | None = None,
+    labels: tuple[str, ...] | None = None,
+    backbone_weights: str = "auto",
+    seed: int = 0,
+) -> SSDModel:
+    """Builds the network with its weights: an ssdkit checkpoint if given
+    (options given explicitly must agree with it), else ImageNet backbone
+    weights when available and a random head, with an ``UntrainedWarning``."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    asked = {"width": width, "input_size": input_size, "labels": labels}
+    if weights is None:
+        config = ModelConfig(model_name, **{k: v for k, v in asked.items() if v is not None})
+        model = build_model(config)
+        warn_untrained(model.spec, load_backbone_weights(model, backbone_weights))
+        return model
+    config, _, arrays = read_checkpoint(weights)
+    if config.model != model_name:
+        raise ValueError(f"{weights}: checkpoint is for {config.model}, not {model_name}")
+    for field, value in asked.items():
+        if value is not None and value != getattr(config, field):
+            raise ValueError(f"{weights}: checkpoint has {field}={getattr(config, field)!r}, which conflicts with {value!r}")
+    model = build_model(config)
+    apply_weights(model, arrays, weights)
+    return model

@@ -101,7 +101,7 @@ def _models(args) -> int:
         if not args.no_build:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             from .models.ssd import build_model
-            from .profile import count_macs
+            from .models.flops import count_macs
 
             keras_model = build_model(ModelConfig(name)).keras_model
             params = f"{keras_model.count_params() / 1e6:.2f}M"
@@ -120,8 +120,9 @@ def _export(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssdkit.fileio import check_writable_folder
 
-    from .export import EXPORTERS, ExportOptions, export, prepare_model, resolve_weights
-    from .savedmodel2tflite import TFLiteOptions
+    from .export import EXPORTERS, ExportOptions, export
+    from .checkpoint import prepare_model, resolve_weights
+    from .tflite.savedmodel2tflite import TFLiteOptions
     from .zoo import ModelConfig, get_entry, model_spec
 
     if args.labels and args.num_classes:
@@ -135,8 +136,8 @@ def _export(args) -> int:
     if weights is None:  # validate the options before the slow build
         model_spec(ModelConfig(args.model, width=args.width or 1.0, input_size=args.input_size, labels=labels))
     if args.format == "onnx":
-        from .onnx_quant import check_quant
-        from .savedmodel2onnx import check_opset
+        from .onnx.quant import check_quant
+        from .onnx.savedmodel2onnx import check_opset
 
         check_opset(args.opset)
         check_quant(args.quant or "fp32")

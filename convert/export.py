@@ -1,8 +1,9 @@
 """``ssdkit export``: one entry point, one small registry of formats.
 
 Each format is a function ``(model, out_dir, options) -> [written paths]``
-living in its own source-to-destination module; this module only prepares
-the model (weights, warnings) and dispatches.
+living in its own source-to-destination module (``savedmodel/``,
+``tflite/``, ``onnx/``); this module only dispatches. The model comes from
+``checkpoint.prepare_model``.
 """
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import apply_weights, read_checkpoint
-from .models.ssd import SSDModel, build_model, load_backbone_weights, warn_untrained
-from .savedmodel2tflite import TFLiteOptions
-from .zoo import ModelConfig, shipped_weights
+from .models.ssd import SSDModel
+from .tflite.savedmodel2tflite import TFLiteOptions
 
 
 @dataclass(frozen=True)
@@ -45,16 +44,16 @@ Exporter = Callable[[SSDModel, Path, ExportOptions], "list[Path]"]
 
 
 def _savedmodel(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
-    from .keras2savedmodel import export_savedmodel
+    from .savedmodel.keras2savedmodel import export_savedmodel
 
     return [export_savedmodel(model, out_dir / "saved_model")]
 
 
 def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
-    from ssdkit.calibration.sources import representative_images
+    from ssdkit.calibration.representative import representative_images
 
-    from .keras2savedmodel import export_savedmodel
-    from .savedmodel2tflite import export_tflite
+    from .savedmodel.keras2savedmodel import export_savedmodel
+    from .tflite.savedmodel2tflite import export_tflite
 
     calibration = None
     if options.tflite.quant == "int8":
@@ -63,7 +62,7 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
     tflite = export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)
     written = [saved_model, tflite]
     if options.tflite.edgetpu:
-        from .edgetpu import prepare
+        from .tflite.edgetpu import prepare
 
         written += prepare(tflite)
     if options.tflite.quant == "int8" and options.report:
@@ -80,8 +79,8 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
     import dataclasses
     import functools
 
-    from .quant_report import report_quantization
-    from .savedmodel2tflite import export_tflite
+    from ssdkit.evaluation.quant_report import report_quantization
+    from .tflite.savedmodel2tflite import export_tflite
 
     exported = {dataclasses.replace(options.tflite, edgetpu=False): int8}
 
@@ -95,7 +94,7 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
     int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", keep_float=(), nms=False)
     keep_float = None
     if options.keep_float_auto:
-        from .quant_debug import keep_float_auto
+        from .tflite.quant_debug import keep_float_auto
 
         keep_float = functools.partial(keep_float_auto, saved_model, model.spec, options.tflite, calibration, int8,
                                        options.max_map_drop)
@@ -106,12 +105,12 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
 
 def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
     """The raw file, then what derives from it: int8, NMS variants, report."""
-    from ssdkit.calibration.sources import representative_images
+    from ssdkit.calibration.representative import representative_images
 
-    from .keras2savedmodel import export_savedmodel
-    from .onnx_nms import export_onnx_nms
-    from .onnx_quant import check_quant, quantize_onnx
-    from .savedmodel2onnx import check_opset, export_onnx
+    from .savedmodel.keras2savedmodel import export_savedmodel
+    from .onnx.nms import export_onnx_nms
+    from .onnx.quant import check_quant, quantize_onnx
+    from .onnx.savedmodel2onnx import check_opset, export_onnx
 
     check_opset(options.opset)  # the options first: a wrong one writes nothing
     int8 = check_quant(options.onnx_quant) == "int8"
@@ -125,7 +124,7 @@ def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
         post = options.tflite.postprocessing(model.spec)  # --max-detections etc. apply to the ONNX NMS too
         written += [export_onnx_nms(path, model.spec, post) for path in raw]
     if int8 and options.report:
-        from .quant_report import report_quantization
+        from ssdkit.evaluation.quant_report import report_quantization
 
         written += report_quantization(raw[0], raw[1], raw[0], raw[1], model.spec.labels, out_dir, "onnx_report",
                                        options.max_map_drop)
@@ -137,50 +136,6 @@ EXPORTERS: dict[str, Exporter] = {
     "tflite": _tflite,
     "onnx": _onnx,
 }
-
-
-def resolve_weights(model_name: str, weights: str | Path | None, customised: bool) -> str | Path | None:
-    """``weights`` as the export commands take it: a checkpoint path, "none"
-    (untrained), or "auto"/None: the shipped demo checkpoint when the zoo has
-    one and the network asked for is the one it fits (no custom width, input
-    size or classes), else untrained."""
-    if weights not in (None, "auto"):
-        return None if str(weights) == "none" else weights
-    shipped = None if customised else shipped_weights(model_name)
-    return Path(str(shipped)) if shipped is not None else None
-
-
-def prepare_model(
-    model_name: str,
-    weights: str | Path | None = None,
-    *,
-    width: float | None = None,
-    input_size: tuple[int, int] | None = None,
-    labels: tuple[str, ...] | None = None,
-    backbone_weights: str = "auto",
-    seed: int = 0,
-) -> SSDModel:
-    """Builds the network with its weights: an ssdkit checkpoint if given
-    (options given explicitly must agree with it), else ImageNet backbone
-    weights when available and a random head, with an ``UntrainedWarning``."""
-    import tf_keras as keras
-
-    keras.utils.set_random_seed(seed)
-    asked = {"width": width, "input_size": input_size, "labels": labels}
-    if weights is None:
-        config = ModelConfig(model_name, **{k: v for k, v in asked.items() if v is not None})
-        model = build_model(config)
-        warn_untrained(model.spec, load_backbone_weights(model, backbone_weights))
-        return model
-    config, _, arrays = read_checkpoint(weights)
-    if config.model != model_name:
-        raise ValueError(f"{weights}: checkpoint is for {config.model}, not {model_name}")
-    for field, value in asked.items():
-        if value is not None and value != getattr(config, field):
-            raise ValueError(f"{weights}: checkpoint has {field}={getattr(config, field)!r}, which conflicts with {value!r}")
-    model = build_model(config)
-    apply_weights(model, arrays, weights)
-    return model
 
 
 def export(model: SSDModel, fmt: str, out_dir: str | Path, options: ExportOptions = ExportOptions()) -> list[Path]:

@@ -15,13 +15,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Literal
 
-from ssdkit.runtime.spec import (
-    ModelSpec,
-    MultipleGridAnchors,
-    MultiscaleGridAnchors,
-    PostProcessing,
-    Preprocessing,
-)
+from ssdkit.runtime.spec import ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing
 
 Backbone = Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 

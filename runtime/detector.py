@@ -61,7 +61,8 @@ class Detector:
     ``outputs.find_roles`` tells.
 
     Args:
-      model_path: a ``.tflite`` (``*_edgetpu.tflite``: Edge TPU) or ``.onnx`` file.
+      model_path: a ``.tflite`` (``*_edgetpu.tflite``: Edge TPU) or ``.onnx`` file,
+        or an ssdkit SavedModel folder (run by TensorFlow, imported only then).
       device: a device profile (``ssdkit devices``) by name or JSON path, or a
         loaded profile: its threads and Edge TPU delegate library.
       spec: a ``DetectorSpec``, ``ModelSpec``, a spec JSON path or a shipped
@@ -69,9 +70,9 @@ class Detector:
       threads: interpreter threads (default: the device profile's, else the backend's).
       score_threshold: detections scoring below it are dropped.
       backend: ``tflite``, ``litert``, ``tflite_runtime``, ``tensorflow``,
-        ``edgetpu`` or ``onnx`` (default: from the file name), or a callable
-        ``(model_path, threads) -> Backend`` for a format the runtime does not
-        open itself (the converter's SavedModel backend, for evaluation).
+        ``edgetpu``, ``onnx`` or ``savedmodel`` (default: from the file name),
+        or a callable ``(model_path, threads) -> Backend`` for a format the
+        runtime does not open itself.
     """
 
     def __init__(self, model_path: str | Path, device: str | Any | None = None,

@@ -18,10 +18,10 @@ from typing import Sequence
 # Modules that contribute subcommands, in the order `ssdkit --help` lists them.
 _COMMAND_MODULES = (
     "ssdkit.convert.cli",
-    "ssdkit.calibration.cli",
-    "ssdkit.calibration.evaluate_cli",
-    "ssdkit.convert.verify_cli",
-    "ssdkit.calibration.bench_cli",
+    "ssdkit.datasets.cli",
+    "ssdkit.evaluation.eval_cli",
+    "ssdkit.evaluation.verify_cli",
+    "ssdkit.evaluation.bench_cli",
     "ssdkit.runtime.cli",
     "ssdkit.runtime.camera.cli",
     "ssdkit.devices.cli",
@@ -32,7 +32,8 @@ EXIT_USER_ERROR = 2
 # Which extra installs a missing optional module (pip install 'ssdkit[EXTRA]').
 _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
-    "official": "convert", "PIL": "convert", "onnxruntime": "onnx", "cv2": "camera", "pytest": "dev",
+    "official": "convert", "flatbuffers": "convert", "PIL": "eval", "pycocotools": "eval",
+    "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev",
 }
 
 

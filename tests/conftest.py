@@ -8,8 +8,9 @@ def tiny_tflite(tmp_path_factory):
     (untrained ssd_mnv2, width 0.35, 96x96, labels a and b) exported as TFLite
     with those options; each variant is exported once per session."""
     pytest.importorskip("tensorflow")
-    from ssdkit.convert.export import ExportOptions, export, prepare_model
-    from ssdkit.convert.savedmodel2tflite import TFLiteOptions
+    from ssdkit.convert.export import ExportOptions, export
+    from ssdkit.convert.checkpoint import prepare_model
+    from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions
 
     exported = {}
 

@@ -36,10 +36,10 @@ def register(subparsers) -> None:
 
 def _train(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ssdkit.calibration.datasets import read_dataset
-    from ssdkit.calibration.synth import default_split
+    from ssdkit.datasets.reader import read_dataset
+    from ssdkit.datasets.synth import default_split
 
-    from ..export import prepare_model
+    from ..checkpoint import prepare_model
     from .loop import TrainConfig, train
 
     train_path = Path(args.data) if args.data else default_split("train") / "annotations.json"

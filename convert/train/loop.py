@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from ssdkit.calibration.coco import Dataset
-from ssdkit.calibration.metrics import coco_map
+from ssdkit.datasets.records import Dataset
+from ssdkit.evaluation.metrics import coco_map
 from ssdkit.runtime import postprocess
 from ssdkit.runtime.preprocess import preprocess
 

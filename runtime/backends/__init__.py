@@ -12,14 +12,19 @@ from .base import Backend, TensorInfo
 
 # ``tflite``: the first installed interpreter (ai-edge-litert, tflite-runtime,
 # then TensorFlow's tf.lite); ``litert``, ``tflite_runtime``, ``tensorflow``:
-# that one; ``edgetpu``: TFLite with the Edge TPU delegate.
-BACKENDS = ("tflite", "litert", "tflite_runtime", "tensorflow", "edgetpu", "onnx")
+# that one; ``edgetpu``: TFLite with the Edge TPU delegate; ``savedmodel``: an
+# ssdkit SavedModel folder's ``raw`` signature, run by TensorFlow (for
+# evaluation and parity checks on the converter's machine, not on devices).
+BACKENDS = ("tflite", "litert", "tflite_runtime", "tensorflow", "edgetpu", "onnx", "savedmodel")
 
 
 def backend_for_file(path: Path) -> str:
     """The backend a file calls for: ``.onnx`` -> ONNX Runtime, a model the
     Edge TPU compiler wrote (``*_edgetpu.tflite``) -> the Edge TPU delegate,
-    any other file -> the TFLite interpreter."""
+    a folder -> TensorFlow's SavedModel loader, any other file -> the TFLite
+    interpreter."""
+    if path.is_dir():
+        return "savedmodel"
     if path.suffix.lower() == ".onnx":
         return "onnx"
     if path.name.lower().endswith("_edgetpu.tflite"):
@@ -35,11 +40,17 @@ def open_backend(model_path: str | Path, name: str | None = None, threads: int |
     platform's, e.g. ``libedgetpu.so.1`` on Linux).
     """
     path = Path(model_path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
     name = name or backend_for_file(path)
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}, expected one of {', '.join(BACKENDS)}")
+    if name == "savedmodel":
+        from .savedmodel import SavedModelBackend
+
+        return SavedModelBackend(path, threads)
+    if not path.is_file():
+        raise IsADirectoryError(f"{path}: a folder, not a model file")
     if name == "onnx":
         from .onnx import OnnxBackend
 

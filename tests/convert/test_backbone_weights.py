@@ -4,7 +4,7 @@ import pytest
 
 keras = pytest.importorskip("tf_keras")
 
-from ssdkit.convert.export import prepare_model  # noqa: E402
+from ssdkit.convert.checkpoint import prepare_model  # noqa: E402
 from ssdkit.convert.models.ssd import UntrainedWarning  # noqa: E402
 
 

@@ -11,11 +11,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from ssdkit.calibration.synth import iter_images, render  # noqa: E402
+from ssdkit.datasets.synth import iter_images, render  # noqa: E402
 from ssdkit.cli import main  # noqa: E402
-from ssdkit.convert import quant_debug  # noqa: E402
-from ssdkit.convert.savedmodel2tflite import TFLiteOptions, export_tflite  # noqa: E402
-from ssdkit.convert.tflite_flatbuffer import ops, read_custom_options  # noqa: E402
+from ssdkit.convert.tflite import quant_debug  # noqa: E402
+from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions, export_tflite  # noqa: E402
+from ssdkit.convert.tflite.flatbuffer import ops, read_custom_options  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.model_files import read_spec, tflite_associated_files  # noqa: E402
 
@@ -127,8 +127,8 @@ def test_keep_float_names_are_parsed_from_a_comma_list():
 
 
 def test_auto_replaces_the_int8_model_with_the_first_mix_within_the_budget(auto_export, tmp_path, monkeypatch, capsys):
-    from ssdkit.calibration.evaluate import load_dataset
-    from ssdkit.convert.quant_report import write_report
+    from ssdkit.evaluation.evaluate import load_dataset
+    from ssdkit.evaluation.quant_report import write_report
 
     out, _ = auto_export
     monkeypatch.setenv("SSDKIT_CACHE", str(out.parent / "cache"))

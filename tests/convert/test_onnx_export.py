@@ -12,13 +12,14 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from ssdkit.calibration.synth import render  # noqa: E402
+from ssdkit.datasets.synth import render  # noqa: E402
 from ssdkit.cli import main  # noqa: E402
-from ssdkit.convert.export import ExportOptions, export, prepare_model  # noqa: E402
-from ssdkit.convert.onnx_files import write_onnx  # noqa: E402
-from ssdkit.convert.onnx_nms import add_nms  # noqa: E402
-from ssdkit.convert.onnx_quant import calibration_reader, quantize_onnx  # noqa: E402
-from ssdkit.convert.savedmodel2onnx import export_onnx  # noqa: E402
+from ssdkit.convert.export import ExportOptions, export  # noqa: E402
+from ssdkit.convert.checkpoint import prepare_model  # noqa: E402
+from ssdkit.convert.onnx.files import write_onnx  # noqa: E402
+from ssdkit.convert.onnx.nms import add_nms  # noqa: E402
+from ssdkit.convert.onnx.quant import calibration_reader, quantize_onnx  # noqa: E402
+from ssdkit.convert.onnx.savedmodel2onnx import export_onnx  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.boxes import iou_matrix  # noqa: E402
 from ssdkit.runtime.model_files import read_spec  # noqa: E402
@@ -273,7 +274,7 @@ def test_bad_onnx_options_exit_2_before_any_work(capsys, tmp_path, argv, message
     (["--onnx-nms", "--quant", "int8"], {"onnx_nms": True, "onnx_quant": "int8"}),
 ])
 def test_cli_maps_the_onnx_options(tmp_path, monkeypatch, argv, expected):
-    from ssdkit.convert import export as export_module
+    from ssdkit.convert import checkpoint, export as export_module
 
     seen = {}
 
@@ -281,7 +282,7 @@ def test_cli_maps_the_onnx_options(tmp_path, monkeypatch, argv, expected):
         seen["options"] = options
         return []
 
-    monkeypatch.setattr(export_module, "prepare_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(checkpoint, "prepare_model", lambda *args, **kwargs: None)
     monkeypatch.setattr(export_module, "export", fake_export)
     assert main(["export", *TINY, "--format", "onnx", "--out", str(tmp_path), *argv]) == 0
     options = seen["options"]

@@ -6,9 +6,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from ssdkit.convert import tf_box_coder  # noqa: E402
+from ssdkit.convert.savedmodel import tf_box_coder  # noqa: E402
 from ssdkit.convert.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
-from ssdkit.convert.export import export, prepare_model  # noqa: E402
+from ssdkit.convert.export import export  # noqa: E402
+from ssdkit.convert.checkpoint import prepare_model  # noqa: E402
 from ssdkit.convert.models.ssd import UntrainedWarning  # noqa: E402
 from ssdkit.runtime import box_coder  # noqa: E402
 from ssdkit.runtime.spec import ModelSpec  # noqa: E402

@@ -3,7 +3,7 @@ its int8 export (calibrated like `make tflite`) detects the same shapes."""
 import numpy as np
 import pytest
 
-from ssdkit.calibration.synth import LABELS, render
+from ssdkit.datasets.synth import LABELS, render
 from ssdkit.runtime import Detector
 from ssdkit.runtime.boxes import iou_matrix
 
@@ -14,7 +14,7 @@ VALIDATION = [render(seed=1, index=i) for i in range(12)]  # unseen images: the 
 
 def test_auto_weights_pick_the_shipped_checkpoint_only_for_the_stock_network():
     from ssdkit.convert.checkpoint import read_checkpoint
-    from ssdkit.convert.export import resolve_weights
+    from ssdkit.convert.checkpoint import resolve_weights
 
     shipped = resolve_weights("ssd_mnv2", "auto", customised=False)
     config, _, _ = read_checkpoint(shipped)
@@ -28,10 +28,10 @@ def test_auto_weights_pick_the_shipped_checkpoint_only_for_the_stock_network():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from ssdkit.calibration.sources import representative_images
-    from ssdkit.convert.export import prepare_model, resolve_weights
-    from ssdkit.convert.keras2savedmodel import export_savedmodel
-    from ssdkit.convert.savedmodel2tflite import TFLiteOptions, export_tflite_variants
+    from ssdkit.calibration.representative import representative_images
+    from ssdkit.convert.checkpoint import prepare_model, resolve_weights
+    from ssdkit.convert.savedmodel.keras2savedmodel import export_savedmodel
+    from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions, export_tflite_variants
 
     model = prepare_model("ssd_mnv2", resolve_weights("ssd_mnv2", "auto", customised=False))
     out = tmp_path_factory.mktemp("shipped")

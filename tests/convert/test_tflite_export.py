@@ -6,11 +6,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from ssdkit.calibration.synth import iter_images, render  # noqa: E402
+from ssdkit.datasets.synth import iter_images, render  # noqa: E402
 from ssdkit.cli import main  # noqa: E402
-from ssdkit.convert.export import ExportOptions, export, prepare_model  # noqa: E402
-from ssdkit.convert.savedmodel2tflite import TFLiteOptions, export_tflite, export_tflite_variants  # noqa: E402
-from ssdkit.convert.tflite_flatbuffer import read_custom_options  # noqa: E402
+from ssdkit.convert.export import ExportOptions, export  # noqa: E402
+from ssdkit.convert.checkpoint import prepare_model  # noqa: E402
+from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions, export_tflite, export_tflite_variants  # noqa: E402
+from ssdkit.convert.tflite.flatbuffer import read_custom_options  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.backends import open_backend  # noqa: E402
 from ssdkit.runtime.model_files import read_spec, tflite_associated_files  # noqa: E402

@@ -24,10 +24,11 @@ from flatbuffers import number_types as N  # noqa: E402
 from flatbuffers.table import Table  # noqa: E402
 from tensorflow.lite.python import schema_py_generated as tflite_schema  # noqa: E402
 
-from ssdkit.calibration.synth import cache_dir, iter_images  # noqa: E402
-from ssdkit.convert.export import export, prepare_model  # noqa: E402
-from ssdkit.convert.savedmodel2tflite import TFLiteOptions, export_tflite_variants  # noqa: E402
-from ssdkit.convert.tflite_metadata import metadata_buffer, with_metadata  # noqa: E402
+from ssdkit.datasets.synth import cache_dir, iter_images  # noqa: E402
+from ssdkit.convert.export import export  # noqa: E402
+from ssdkit.convert.checkpoint import prepare_model  # noqa: E402
+from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions, export_tflite_variants  # noqa: E402
+from ssdkit.convert.tflite.metadata import metadata_buffer, with_metadata  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.model_files import read_spec, tflite_associated_files  # noqa: E402
 from ssdkit.runtime.spec import OutputRoles, Preprocessing  # noqa: E402

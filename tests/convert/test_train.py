@@ -60,7 +60,7 @@ def test_losses_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from ssdkit.calibration.synth import generate
+    from ssdkit.datasets.synth import generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root / "train", 24, seed=10, size=96, quiet=True)
@@ -78,8 +78,8 @@ def _train_args(tiny_data, out, steps, *extra):
 
 
 def test_a_few_steps_lower_the_loss(tiny_data, tmp_path):
-    from ssdkit.calibration.coco import read_coco
-    from ssdkit.convert.export import prepare_model
+    from ssdkit.datasets.coco import read_coco
+    from ssdkit.convert.checkpoint import prepare_model
     from ssdkit.convert.train.loop import TrainConfig, train
 
     data = read_coco(tiny_data / "train" / "annotations.json")

@@ -8,9 +8,10 @@ tf = pytest.importorskip("tensorflow")
 tf2onnx = pytest.importorskip("tf2onnx")
 pytest.importorskip("onnxruntime")
 
-from ssdkit.calibration.synth import render  # noqa: E402
-from ssdkit.convert.export import ExportOptions, export, prepare_model  # noqa: E402
-from ssdkit.convert.savedmodel2tflite import TFLiteOptions  # noqa: E402
+from ssdkit.datasets.synth import render  # noqa: E402
+from ssdkit.convert.export import ExportOptions, export  # noqa: E402
+from ssdkit.convert.checkpoint import prepare_model  # noqa: E402
+from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.postprocess import sigmoid  # noqa: E402
 from ssdkit.runtime.preprocess import preprocess  # noqa: E402

@@ -34,8 +34,8 @@ def op():
     tf = pytest.importorskip("tensorflow")
     from ai_edge_litert.interpreter import Interpreter
 
-    from ssdkit.convert.tflite_flatbuffer import read_custom_options, set_custom_options
-    from ssdkit.convert.tflite_postprocess import OP_NAME, DetectionPostProcessOptions, detection_postprocess
+    from ssdkit.convert.tflite.flatbuffer import read_custom_options, set_custom_options
+    from ssdkit.convert.tflite.postprocess_op import OP_NAME, DetectionPostProcessOptions, detection_postprocess
 
     built = {}
 

@@ -1,0 +1,115 @@
+"""Keras model -> SavedModel with the OD API's serving signature and a raw one.
+
+Signatures:
+- ``serving_default``: ``images`` uint8 [N, H, W, 3] RGB -> ``detection_boxes``
+  [N, 100, 4] (ymin, xmin, ymax, xmax, normalized), ``detection_classes``
+  (float, 1-based label ids as in the OD API's TF2 exports),
+  ``detection_scores``, ``num_detections``: per-class NMS with the spec's
+  postprocessing settings (the OD API's ``batch_non_max_suppression``).
+- ``raw``: ``normalized_images`` float32 [1, H, W, 3] -> ``box_encodings``
+  [1, A, 4] and ``class_predictions`` [1, A, C+1] logits, what the TFLite
+  and ONNX exporters convert (static shapes, as the Edge TPU needs).
+- ``raw_batch``: the same with any batch size, for dynamic-batch ONNX.
+
+The spec is written to ``assets.extra/ssdkit_spec.json`` (plus ``labels.txt``),
+which TensorFlow ignores and the runtime reads without TensorFlow.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from ssdkit.fileio import atomic_path
+from ssdkit.runtime.spec import ModelSpec
+
+from . import tf_box_coder
+from ..models.ssd import SSDModel
+
+SPEC_FILE = "assets.extra/ssdkit_spec.json"
+LABELS_FILE = "assets.extra/labels.txt"
+
+
+def normalize(images, spec: ModelSpec):
+    """uint8 RGB -> the network's input, as the spec's preprocessing says."""
+    pre = spec.preprocessing
+    x = tf.cast(images, tf.float32)
+    if pre.color_order == "BGR":
+        x = x[..., ::-1]
+    return (x - tf.constant(pre.mean, tf.float32)) / tf.constant(pre.std, tf.float32)
+
+
+def scores_from_logits(logits, spec: ModelSpec):
+    if spec.postprocessing.score_activation == "softmax":
+        return tf.nn.softmax(logits, axis=-1)
+    return tf.sigmoid(logits)
+
+
+class DetectionModule(tf.Module):
+    """The exported object: the Keras model plus its anchors and spec."""
+
+    def __init__(self, model: SSDModel):
+        super().__init__(name=model.spec.name)
+        self.model = model.keras_model
+        self._spec = model.spec
+        self._anchors = tf.constant(model.spec.anchor_corners(), tf.float32)
+        height, width = model.spec.input_size
+        self.serve = tf.function(
+            self._serve, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")]
+        )
+        self.raw = tf.function(
+            self._raw, input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="normalized_images")]
+        )
+        self.raw_batch = tf.function(
+            self._raw, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="normalized_images")]
+        )
+
+    def _raw(self, normalized_images):
+        outputs = self.model(normalized_images, training=False)
+        return {"box_encodings": outputs["box_encodings"], "class_predictions": outputs["class_predictions"]}
+
+    def _serve(self, images):
+        spec, post = self._spec, self._spec.postprocessing
+        outputs = self.model(normalize(images, spec), training=False)
+        boxes = tf_box_coder.decode(outputs["box_encodings"], self._anchors, spec.box_coder.scales)
+        scores = scores_from_logits(outputs["class_predictions"], spec)[..., 1:]
+        nms = tf.image.combined_non_max_suppression(
+            boxes[:, :, tf.newaxis, :], scores,
+            max_output_size_per_class=post.detections_per_class, max_total_size=post.max_detections,
+            iou_threshold=post.iou_threshold, score_threshold=post.score_threshold, clip_boxes=True,
+        )
+        return {
+            "detection_boxes": nms.nmsed_boxes,
+            "detection_classes": nms.nmsed_classes + 1.0,
+            "detection_scores": nms.nmsed_scores,
+            "num_detections": tf.cast(nms.valid_detections, tf.float32),
+        }
+
+
+def _check_round_trip(path: Path, model: SSDModel) -> None:
+    """Loads the written SavedModel and checks both signatures against Keras,
+    so a broken export fails here instead of on the user's device."""
+    height, width = model.spec.input_size
+    image = np.random.default_rng(0).uniform(-1, 1, (1, height, width, 3)).astype(np.float32)
+    loaded = tf.saved_model.load(str(path))
+    raw = loaded.signatures["raw"](normalized_images=tf.constant(image))
+    expected = model.keras_model(image, training=False)
+    for key in ("box_encodings", "class_predictions"):
+        if not np.allclose(raw[key].numpy(), expected[key].numpy(), atol=1e-4):
+            raise RuntimeError(f"{path}: the saved '{key}' output differs from the Keras model's")
+    served = loaded.signatures["serving_default"](images=tf.zeros([1, height, width, 3], tf.uint8))
+    if served["detection_boxes"].shape != (1, model.spec.postprocessing.max_detections, 4):
+        raise RuntimeError(f"{path}: serving_default returned boxes of shape {served['detection_boxes'].shape}")
+
+
+def export_savedmodel(model: SSDModel, target: Path) -> Path:
+    """Writes the SavedModel folder ``target`` atomically and verifies it."""
+    with atomic_path(target, directory=True) as tmp:
+        module = DetectionModule(model)
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve, "raw": module.raw, "raw_batch": module.raw_batch})
+        (tmp / SPEC_FILE).parent.mkdir(exist_ok=True)
+        (tmp / SPEC_FILE).write_text(model.spec.to_json())
+        (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.spec.labels))
+        _check_round_trip(tmp, model)
+    return target

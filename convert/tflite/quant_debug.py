@@ -1,0 +1,119 @@
+"""Which int8 layers lose most, and what keeping them in float wins back.
+
+``rank_layers`` runs TFLite's quantization debugger on the raw (no-NMS)
+graph with the export's own converter and calibration images: every int8
+op's output is compared with the float op run on the same input, and layers
+are ranked by rmse/scale, the root-mean-square error in units of the output's
+quantization step (rounding alone gives 1/sqrt(12) = 0.29; TF's debugger
+guide treats well above that as suspect). The names it returns are what
+``TFLiteOptions.keep_float`` takes.
+
+``keep_float_auto`` is ``--keep-float auto``: when the quantization report
+shows a mAP@0.5 drop over the budget, it exports the int8 model with the 3,
+5, 7, then 10 worst layers in float, measures each as the report does, and
+replaces the int8 file with the first that meets the budget. If none does,
+the pure int8 model stays. Either way the report gets the ranking and the
+trials, for ``--keep-float NAME,NAME`` to pick from.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ssdkit.datasets.records import Dataset
+from ssdkit.runtime.spec import ModelSpec
+
+from ssdkit.evaluation.quant_report import map_drop_points, measure_model
+from .savedmodel2tflite import TFLiteOptions, export_tflite, loaded_converter
+
+KEEP_FLOAT_STEPS = (3, 5, 7, 10)  # layers kept in float, tried in turn
+
+
+@dataclass(frozen=True)
+class LayerError:
+    tensor: str  # the op's output tensor: the name --keep-float takes
+    op: str  # the op type, e.g. CONV_2D
+    rmse_per_scale: float
+
+    def as_dict(self) -> dict:
+        return {"tensor": self.tensor, "op": self.op, "rmse/scale": round(self.rmse_per_scale, 4)}
+
+
+def rank_layers(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray],
+                top: int = max(KEEP_FLOAT_STEPS)) -> list[LayerError]:
+    """The ``top`` int8 layers with the largest rmse/scale, worst first.
+
+    The raw graph holds every layer the NMS graph does, under the same names,
+    without the postprocess op the debugger cannot compare."""
+    import tensorflow as tf
+
+    print(f"ssdkit export: quantization debugger: calibrating, then comparing each int8 layer with float "
+          f"on {len(calibration)} images", file=sys.stderr)
+    raw_options = dataclasses.replace(options, nms=False, keep_float=())
+    with loaded_converter(saved_model, spec, raw_options, calibration) as converter, warnings.catch_warnings():
+        # The debugger runs TF's own interpreter, deprecated for LiteRT's: nothing the user can act on.
+        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated", UserWarning)
+        dataset = converter.representative_dataset  # the calibration tensors, before converting wraps them
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    layers = []
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        error = math.sqrt(float(row["mean_squared_error"])) / float(row["scale"])
+        if math.isfinite(error):
+            layers.append(LayerError(row["tensor_name"], row["op_name"], error))
+    return sorted(layers, key=lambda layer: layer.rmse_per_scale, reverse=True)[:top]
+
+
+def keep_float_auto(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray],
+                    int8: Path, max_map_drop: float, report: dict, dataset: Dataset) -> dict | None:
+    """The report's keep-float section, replacing ``int8`` by the first mix
+    within ``max_map_drop``; None (and one line) when int8 is within it already.
+    The arguments before ``report`` are the export's, as it wrote ``int8``."""
+    pure = {**report["models"]["int8"], "mAP@0.5_drop_points": report["int8_vs_fp32"]["mAP@0.5_drop_points"]}
+    if pure["mAP@0.5_drop_points"] <= max_map_drop:
+        print(f"ssdkit export: --keep-float auto: int8 is within the budget ({pure['mAP@0.5_drop_points']} <= "
+              f"{max_map_drop} points of mAP@0.5); every layer stays int8", file=sys.stderr)
+        return None
+    ranking = rank_layers(saved_model, spec, options, calibration)
+    trials, kept = [], []
+    with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=int8.parent) as tmp:
+        for count in (k for k in KEEP_FLOAT_STEPS if k <= len(ranking)):
+            print(f"ssdkit export: --keep-float auto: trying the {count} worst layers in float", file=sys.stderr)
+            mixed_options = dataclasses.replace(options, keep_float=tuple(layer.tensor for layer in ranking[:count]))
+            mixed = export_tflite(saved_model, spec, Path(tmp) / str(count), mixed_options, calibration)
+            row, _ = measure_model(mixed, dataset, report["evaluation_set"]["images"])
+            drop = map_drop_points(report["models"]["fp32"], row)
+            trials.append({"layers_in_float": count, "size_mb": row["size_mb"], "latency_ms": row["latency_ms"],
+                           "mAP@0.5": row["mAP@0.5"], "mAP@0.5_drop_points": drop})
+            if drop <= max_map_drop:
+                os.replace(mixed, int8)
+                kept = ranking[:count]
+                break
+    _say(int8.name, pure, trials[-1] if kept else None, max_map_drop)
+    return {"budget_points": max_map_drop, "file": int8.name, "int8": pure,
+            "kept_in_float": [layer.as_dict() for layer in kept],
+            "ranking": [layer.as_dict() for layer in ranking], "trials": trials}
+
+
+def _say(name: str, pure: dict, chosen: dict | None, max_map_drop: float) -> None:
+    if chosen is None:
+        print(f"ssdkit export: --keep-float auto: no mix of up to {max(KEEP_FLOAT_STEPS)} layers in float met the "
+              f"budget of {max_map_drop} points; {name} stays pure int8 (the trials are in report.md)", file=sys.stderr)
+        return
+    print(f"ssdkit export: --keep-float auto: {name} keeps the worst {chosen['layers_in_float']} of its layers in "
+          f"float: mAP@0.5 drop {chosen['mAP@0.5_drop_points']} points (int8: {pure['mAP@0.5_drop_points']}), "
+          f"latency {chosen['latency_ms']} ms (int8: {pure['latency_ms']}), "
+          f"size {chosen['size_mb']} MB (int8: {pure['size_mb']})", file=sys.stderr)

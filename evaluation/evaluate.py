@@ -1,0 +1,92 @@
+"""COCO mAP of any artifact on an annotated dataset: what ``ssdkit eval``,
+``ssdkit verify`` and ``ssdkit bench`` report.
+
+Every format goes through ``Detector`` (a SavedModel folder through its
+``raw`` signature, decoded by the runtime), so all of them see the same
+images, thresholds and postprocessing. A model's classes are matched to the
+dataset's by label name, not by position: detections of classes the dataset
+does not have are dropped, and a dataset class the model lacks scores AP 0,
+as COCO's evaluation counts it.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ssdkit.runtime import Detector
+
+from ssdkit.datasets.records import Dataset, Record
+from ssdkit.datasets.reader import read_dataset
+from .metrics import STAT_NAMES, coco_map
+from ssdkit.datasets.synth import default_split
+
+# Low enough that the precision/recall curve reaches full recall, as COCO evaluations do.
+DEFAULT_THRESHOLD = 0.01
+
+# (boxes [N, 4] normalized ymin, xmin, ymax, xmax; class ids [N]; scores [N]) of one image.
+Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def load_dataset(path: str | Path | None = None) -> Dataset:
+    """The evaluation set: a COCO JSON or Pascal VOC folder, by default the
+    built-in synthetic validation split (generated once into the cache)."""
+    return read_dataset(path if path is not None else default_split("val") / "annotations.json")
+
+
+def open_detector(path: str | Path, device: str | None = None,
+                  score_threshold: float = DEFAULT_THRESHOLD) -> Detector:
+    """A ``Detector`` for a ``.tflite`` or ``.onnx`` file, or a SavedModel
+    folder (run by TensorFlow, imported only then)."""
+    return Detector(path, device=device, score_threshold=score_threshold)
+
+
+def predict(detector: Detector, image: np.ndarray) -> Prediction:
+    """The detector's detections in ``image``, boxes normalized to it."""
+    found = detector.detect(image)
+    height, width = image.shape[:2]
+    boxes = np.array([d.box for d in found], np.float32).reshape(-1, 4)
+    return (boxes / np.array([height, width, height, width], np.float32),
+            np.array([d.class_id for d in found], np.int64), np.array([d.score for d in found], np.float32))
+
+
+def predict_dataset(detector: Detector, dataset: Dataset, count: int | None = None) -> list[Prediction]:
+    return [predict(detector, dataset.load_image(record)) for record in dataset.records[:count]]
+
+
+def class_mapping(model_labels: Sequence[str], dataset_labels: Sequence[str]) -> np.ndarray:
+    """Model class id -> dataset class id by label name (-1: a class the dataset
+    does not have). Raises ``ValueError`` when they share no label; warns
+    about dataset classes the model cannot detect."""
+    mapping = np.array([dataset_labels.index(label) if label in dataset_labels else -1 for label in model_labels],
+                       np.int64)
+    if not (mapping >= 0).any():
+        raise ValueError(f"the model's labels ({_listed(model_labels)}) and the dataset's "
+                         f"({_listed(dataset_labels)}) have no name in common")
+    missing = [label for label in dataset_labels if label not in model_labels]
+    if missing:
+        warnings.warn(f"the model has no class for {_listed(missing)}: they score AP 0 and count in the mAP",
+                      stacklevel=2)
+    return mapping
+
+
+def evaluate(records: Sequence[Record], dataset_labels: Sequence[str], predictions: Sequence[Prediction],
+             mapping: np.ndarray) -> dict:
+    """COCO metrics of ``predictions`` (model class ids, turned into the
+    dataset's by ``mapping``) against ``records``:
+    ``{"metrics": {mAP, mAP@0.5, ...}, "per_class_AP": {label: AP@[.5:.95]}}``."""
+    mapped = []
+    for boxes, classes, scores in predictions:
+        ids = mapping[np.asarray(classes, np.int64)]
+        keep = ids >= 0
+        mapped.append((np.asarray(boxes)[keep], ids[keep], np.asarray(scores)[keep]))
+    stats = coco_map(records, dataset_labels, mapped)
+    return {"metrics": {name: stats[name] for name in STAT_NAMES},
+            "per_class_AP": {label: stats[f"AP/{label}"] for label in dataset_labels}}
+
+
+def _listed(labels: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(list(labels)[:limit])
+    return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")

@@ -1,0 +1,111 @@
+"""COCO reader errors name the file and the record; the synthetic data is deterministic."""
+import json
+
+import numpy as np
+import pytest
+
+from ssdkit.datasets.records import AnnotationError
+from ssdkit.datasets.coco import read_coco
+from ssdkit.calibration.representative import representative_images
+from ssdkit.datasets.synth import LABELS, generate, render
+
+
+@pytest.fixture
+def coco(tmp_path):
+    from PIL import Image
+
+    for name in ("a.jpg", "b.jpg"):
+        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / name)
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60},
+                   {"id": 2, "file_name": "b.jpg", "height": 40, "width": 60}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [6, 4, 30, 20], "iscrowd": 0},
+                        {"id": 2, "image_id": 2, "category_id": 3, "bbox": [0, 0, 10, 10], "iscrowd": 1}],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+    }
+    return tmp_path, data
+
+
+def _write(path, data):
+    (path / "ann.json").write_text(json.dumps(data))
+    return path / "ann.json"
+
+
+def test_reads_boxes_classes_and_crowd(coco):
+    root, data = coco
+    dataset = read_coco(_write(root, data))
+    assert dataset.labels == ("cat", "dog")
+    first, second = dataset.records
+    np.testing.assert_allclose(first.boxes, [[0.1, 0.1, 0.6, 0.6]])
+    assert list(first.classes) == [1] and list(second.crowd) == [True]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["images"][1].update(file_name="missing.jpg"), r"image id 2 \(missing.jpg\): image file .* is missing"),
+    (lambda d: d["annotations"][0].update(bbox=[50, 4, 30, 20]), r"image id 1 \(a.jpg\): annotation 1 box .* outside the 60x40 image"),
+    (lambda d: d["annotations"][0].update(category_id=99), r"image id 1 \(a.jpg\): annotation 1 has unknown category 99"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2]), r"image id 1 \(a.jpg\): annotation 1 has a malformed bbox"),
+])
+def test_broken_records_raise_or_are_skipped_with_a_warning(coco, change, message):
+    root, data = coco
+    change(data)
+    path = _write(root, data)
+    with pytest.raises(AnnotationError, match=f"ann.json: {message}"):
+        read_coco(path)
+    with pytest.warns(UserWarning) as caught:
+        dataset = read_coco(path, on_error="skip")
+    assert len(dataset.records) == 1 and dataset.skipped == 1
+    assert any("skipped 1 of 2 images" in str(w.message) for w in caught)
+
+
+def test_synthetic_dataset_is_deterministic_and_varied(tmp_path):
+    a = generate(tmp_path / "a", 12, seed=3, size=128, quiet=True)
+    b = generate(tmp_path / "b", 12, seed=3, size=128, quiet=True)
+    c = generate(tmp_path / "c", 12, seed=4, size=128, quiet=True)
+    assert (a / "annotations.json").read_bytes() == (b / "annotations.json").read_bytes()
+    assert (a / "images" / "000005.jpg").read_bytes() == (b / "images" / "000005.jpg").read_bytes()
+    assert (a / "images" / "000005.jpg").read_bytes() != (c / "images" / "000005.jpg").read_bytes()
+    dataset = read_coco(a / "annotations.json")
+    assert dataset.labels == LABELS and len(LABELS) >= 4
+    sides = []
+    for i in range(200):
+        _, boxes, classes = render(5, i, 128)
+        assert ((boxes >= 0) & (boxes <= 1)).all()
+        sides += list(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+    assert min(sides) < 0.08 and max(sides) > 0.55
+
+
+def test_representative_images_from_a_folder_with_a_broken_file(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), i * 50, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "bad.jpg").write_bytes(b"xx")
+    with pytest.warns(UserWarning) as caught:
+        images = representative_images(tmp_path, count=10)
+    messages = [str(w.message) for w in caught]
+    assert any("bad.jpg: cannot read image" in m for m in messages)
+    assert any("only 3 calibration images, 10 asked for" in m for m in messages)
+    assert len(images) == 3 and images[0].shape == (20, 30, 3)
+
+
+def test_representative_frames_from_a_real_video(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(30):
+        writer.write(np.full((48, 64, 3), (i * 8, 0, 255 - i * 8), np.uint8))
+    writer.release()
+    with pytest.warns(UserWarning, match="only 3 calibration images, 5 asked for"):
+        frames = representative_images(path, count=5, every_nth=10)
+    assert len(frames) == 3  # frames 0, 10, 20
+    assert frames[0].shape == (48, 64, 3)
+    assert frames[0][0, 0, 0] > 200 and frames[0][0, 0, 2] < 50  # BGR (0, 0, 255) is red: RGB (255, 0, 0)
+
+
+def test_data_synth_command(tmp_path, capsys):
+    from ssdkit.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--n", "3", "--seed", "0", "--size", "64"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "s" / "annotations.json")
+    assert len(read_coco(tmp_path / "s" / "annotations.json").records) == 3

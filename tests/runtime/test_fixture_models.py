@@ -31,7 +31,7 @@ CASES = {case["name"]: case for case in EXPECTED["cases"]}
 FLOAT_SCORE_TOLERANCE = 1e-4
 FLOAT_MIN_IOU = 0.99
 # int8: tflite-runtime 2.14 on aarch64 and ai-edge-litert on x86_64 round some int8 ops
-# differently, by a few uint8 steps of 1/256 in the scores (devices/pi_check.py SCORE_TOLERANCE).
+# differently, by a few uint8 steps of 1/256 in the scores (tools/pi_check.py SCORE_TOLERANCE).
 QUANT_SCORE_TOLERANCE = 0.04
 QUANT_MIN_IOU = 0.9
 # Raw outputs: float within this (absolute and relative), quantized within this many steps.

@@ -15,9 +15,9 @@ and, from ``edgetpu_compiler``, ``<stem>_edgetpu.tflite`` and ``.log``.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,8 @@ NO_FUSED_ACTIVATION = frozenset({"AVERAGE_POOL_2D", "CONCATENATION", "MAX_POOL_2
 EIGHT_BIT = frozenset({"INT8", "UINT8"})
 # Constant tensors may also be int32: biases and shape operands.
 EIGHT_BIT_OR_BIAS = EIGHT_BIT | {"INT32"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,10 +137,10 @@ def compile_model(model_path: Path) -> list[Path]:
     Returns the written paths, [] when the compiler is not installed."""
     compiler = shutil.which(COMPILER)
     if compiler is None:
-        print(f"ssdkit export: {COMPILER} is not on PATH; {model_path.name} is ready for it "
-              f"(compile on x86-64 Linux: {COMPILER} {model_path.name})", file=sys.stderr)
+        log.info(f"{COMPILER} is not on PATH; {model_path.name} is ready for it "
+                 f"(compile on x86-64 Linux: {COMPILER} {model_path.name})")
         return []
-    print(f"ssdkit export: compiling {model_path.name} with {compiler}", file=sys.stderr)
+    log.info(f"compiling {model_path.name} with {compiler}")
     with tempfile.TemporaryDirectory(prefix="ssdkit-edgetpu-", dir=model_path.parent) as tmp:
         try:
             result = subprocess.run([compiler, "--out_dir", tmp, "--show_operations", str(model_path)],
@@ -167,5 +169,5 @@ def compile_model(model_path: Path) -> list[Path]:
 def prepare(model_path: Path) -> list[Path]:
     """The ``--edgetpu`` step after conversion: report, then compile."""
     report_path, report = write_report(model_path)
-    print(f"ssdkit export: Edge TPU: {report.summary()} (see {report_path.name})", file=sys.stderr)
+    log.info(f"Edge TPU: {report.summary()} (see {report_path.name})")
     return [report_path, *compile_model(model_path)]

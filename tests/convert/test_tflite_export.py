@@ -15,7 +15,8 @@ from ssdkit.convert.tflite.flatbuffer import read_custom_options  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.backends import open_backend  # noqa: E402
 from ssdkit.runtime.model_files import read_spec, tflite_associated_files  # noqa: E402
-from ssdkit.runtime.postprocess import dequantize, detection_postprocess  # noqa: E402
+from ssdkit.runtime.decoder import dequantize  # noqa: E402
+from ssdkit.runtime.tflite_postprocess import detection_postprocess  # noqa: E402
 from ssdkit.runtime.preprocess import preprocess  # noqa: E402
 
 LABELS = ("circle", "square", "triangle")

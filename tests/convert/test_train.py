@@ -63,8 +63,8 @@ def tiny_data(tmp_path_factory):
     from ssdkit.datasets.synth import generate
 
     root = tmp_path_factory.mktemp("synth")
-    generate(root / "train", 24, seed=10, size=96, quiet=True)
-    generate(root / "val", 6, seed=11, size=96, quiet=True)
+    generate(root / "train", 24, seed=10, size=96)
+    generate(root / "val", 6, seed=11, size=96)
     return root
 
 
@@ -111,8 +111,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     assert "step 40/40" in resumed.stderr and "validation mAP" in resumed.stderr
     from ssdkit.convert.checkpoint import read_checkpoint
 
-    _, meta, _ = read_checkpoint(out / "ssd_mnv2.npz")
-    assert meta["train"]["step"] == 40
+    assert read_checkpoint(out / "ssd_mnv2.npz").meta["train"]["step"] == 40
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):

@@ -24,6 +24,7 @@ import numpy as np
 from ssdkit.datasets.records import Dataset
 from ssdkit.fileio import write_text_atomic
 from ssdkit.runtime import Detector
+from ssdkit.tables import markdown_table
 
 from .evaluate import load_dataset, predict_dataset
 from .measure import machine_info, time_calls
@@ -104,8 +105,8 @@ def write_report(report: dict, out_dir: Path, name: str = "report") -> tuple[Pat
     lines = [
         "# Quantization report", "",
         f"Evaluation set: {report['evaluation_set']['source']} ({report['evaluation_set']['images']} images).", "",
-        "| model | size (MB) | latency (ms) | mAP | mAP@0.5 |", "|---|---|---|---|---|",
-        *(f"| {v['file']} | {v['size_mb']} | {v['latency_ms']} | {v['mAP']} | {v['mAP@0.5']} |" for v in m.values()),
+        markdown_table(("model", "size (MB)", "latency (ms)", "mAP", "mAP@0.5"),
+                       [(v["file"], v["size_mb"], v["latency_ms"], v["mAP"], v["mAP@0.5"]) for v in m.values()]),
         "",
         f"int8 vs fp32: size x{q['size_ratio']}, speed x{q['speedup']}, mAP@0.5 drop {q['mAP@0.5_drop_points']} points, "
         f"detection agreement {q['detection_agreement']:.1%}.",
@@ -128,14 +129,14 @@ def _keep_float_lines(section: dict) -> list[str]:
         f"more than the budget of {section['budget_points']}. "
         "The quantization debugger's worst layers (rmse/scale of each layer's int8 output against float on the "
         "calibration images; rounding alone gives 0.29):", "",
-        "| layer (output tensor) | op | rmse/scale | in float |", "|---|---|---|---|",
-        *(f"| `{layer['tensor']}` | {layer['op']} | {layer['rmse/scale']:.3f} | {'yes' if i < kept else ''} |"
-          for i, layer in enumerate(section["ranking"])),
+        markdown_table(("layer (output tensor)", "op", "rmse/scale", "in float"),
+                       [(f"`{layer['tensor']}`", layer["op"], f"{layer['rmse/scale']:.3f}", "yes" if i < kept else "")
+                        for i, layer in enumerate(section["ranking"])]),
         "",
-        "| model | layers in float | size (MB) | latency (ms) | mAP@0.5 | drop (points) |", "|---|---|---|---|---|---|",
-        f"| int8 | 0 | {pure['size_mb']} | {pure['latency_ms']} | {pure['mAP@0.5']} | {pure['mAP@0.5_drop_points']} |",
-        *(f"| mixed | {t['layers_in_float']} | {t['size_mb']} | {t['latency_ms']} | {t['mAP@0.5']} | "
-          f"{t['mAP@0.5_drop_points']} |" for t in section["trials"]),
+        markdown_table(("model", "layers in float", "size (MB)", "latency (ms)", "mAP@0.5", "drop (points)"),
+                       [("int8", 0, pure["size_mb"], pure["latency_ms"], pure["mAP@0.5"], pure["mAP@0.5_drop_points"]),
+                        *(("mixed", t["layers_in_float"], t["size_mb"], t["latency_ms"], t["mAP@0.5"],
+                           t["mAP@0.5_drop_points"]) for t in section["trials"])]),
         "",
     ]
     if kept:

@@ -102,6 +102,9 @@ class Decoder:
         model gave them (quantized ones with their ``(scale, zero_point)``)."""
         spec, nms = self.spec, self.spec.nms
         values = np.asarray(class_predictions)
+        if values.ndim != 2 or len(values) != self.num_anchors or len(box_encodings) != self.num_anchors:
+            raise ValueError(f"raw outputs of shapes {list(np.shape(box_encodings))} and {list(values.shape)}, "
+                             f"expected [{self.num_anchors}, 4] and [{self.num_anchors}, classes] (one image)")
         thresholds = self._class_thresholds(score_threshold, values.shape[-1])
         lowest = float(thresholds.min(initial=np.inf)) if thresholds is not None else float(score_threshold)
         # Raising the NMS threshold to the caller's changes nothing above it

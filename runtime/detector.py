@@ -130,8 +130,16 @@ class Detector:
         or a callable ``(model_path, threads) -> Backend`` for a format the
         runtime does not open itself.
 
+    Attributes:
+      spec: the ``DetectorSpec`` in use; ``spec.labels`` names the class ids.
+      roles: which output is which (``roles.OutputRoles``; ``kind`` raw or detections).
+      decoder: the ``Decoder`` of a raw-output model, None for one with its own NMS.
+      timings: seconds per stage of the last call (``Timings``).
+      backend: the loaded model (``backends.Backend``).
+
     Raises:
       FileNotFoundError: the model, or a spec file given by path, does not exist.
+      IsADirectoryError: a folder given to a file backend.
       ValueError: the file is not a model the backend can load; the spec is
         missing, invalid (the message names the field) or does not fit the
         model (input size, anchors, classes); the outputs' roles cannot be

@@ -219,8 +219,10 @@ def json_value(hint, value: Any, path: str):
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return json_value(options[0], value, path)
         kinds = {_kind(a): a for a in options if dataclasses.is_dataclass(a)}
-        if kinds and len(kinds) == len(options):  # dataclasses told apart by "kind"
+        if len(kinds) == len(options) and dataclasses.MISSING not in kinds:  # dataclasses told apart by "kind"
             kind = value.get("kind") if isinstance(value, dict) else None
             if kind not in kinds:
                 raise ValueError(f"{path}.kind is {_shown(kind)}, expected one of {', '.join(map(repr, kinds))}")
@@ -257,8 +259,9 @@ def json_value(hint, value: Any, path: str):
     raise ValueError(f"{path} is {_shown(value)}, expected {_described(hint)}")
 
 
-def _kind(cls) -> str:
-    return next(f.default for f in dataclasses.fields(cls) if f.name == "kind")
+def _kind(cls):
+    """The default of a dataclass's ``kind`` field (``dataclasses.MISSING`` without one)."""
+    return next((f.default for f in dataclasses.fields(cls) if f.name == "kind"), dataclasses.MISSING)
 
 
 def _described(hint) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import sys
 import warnings
 from typing import Sequence
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssdkit.fileio import atomic_path
+from ssdkit.tables import markdown_table
 from ssdkit.runtime.model_files import append_associated_files, tflite_associated_files
 
 from .flatbuffer import Op, ops
@@ -77,8 +78,8 @@ class CompatibilityReport:
         lines = [f"# Edge TPU compatibility: {self.model}", "", self.summary() + ".", "",
                  "Checked against Coral's supported-operations table without the compiler; "
                  "the compiler's log has the last word.", "",
-                 "| # | op | runs on | why |", "| ---: | --- | --- | --- |"]
-        lines += [f"| {p.index} | {p.op} | {'Edge TPU' if p.edgetpu else 'CPU'} | {p.reason} |" for p in self.placements]
+                 markdown_table(("#", "op", "runs on", "why"),
+                                [(p.index, p.op, "Edge TPU" if p.edgetpu else "CPU", p.reason) for p in self.placements])]
         return "\n".join(lines) + "\n"
 
 
@@ -152,11 +153,11 @@ def compile_model(model_path: Path) -> list[Path]:
             output = (result.stdout + result.stderr).strip().splitlines()
             detail = output[-1] if output else f"exit code {result.returncode}"
             raise RuntimeError(f"{COMPILER} failed on {model_path.name}: {detail}")
-        log = Path(tmp) / f"{model_path.stem}_edgetpu.log"
+        compiler_log = Path(tmp) / f"{model_path.stem}_edgetpu.log"
         written = []
         files = tflite_associated_files(model_path)
         for source, data in ((compiled, append_associated_files(compiled.read_bytes(), files)),
-                             (log, log.read_bytes() if log.is_file() else None)):
+                             (compiler_log, compiler_log.read_bytes() if compiler_log.is_file() else None)):
             if data is None:
                 continue
             target = model_path.with_name(source.name)

@@ -1,5 +1,4 @@
 """SavedModel export: round trip, spec readable without TensorFlow, checkpoints."""
-import json
 
 import numpy as np
 import pytest

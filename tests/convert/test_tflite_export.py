@@ -1,4 +1,5 @@
 """TFLite export: every variant converts and runs in the real interpreter."""
+import os
 import re
 
 import numpy as np
@@ -209,6 +210,23 @@ def test_bad_tflite_options_exit_2_before_any_work(tmp_path, capsys, argv, messa
     assert code == 2
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_export_command_shows_its_own_lines_only(tmp_path):
+    """TensorFlow's, absl's and the converter's own logging (the CUDA probe,
+    "W0000 ..." lines, "fully_quantize: 0, inference_type: 6") stay hidden without -v."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "ssdkit", "export", *TINY, "--num-classes", "2", "--format", "tflite",
+                           "--calib-samples", "2", "--no-report", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert all(line.startswith("ssdkit export: ") for line in lines), done.stderr
+    assert "ssdkit export: converting to ssd_mnv2_int8.tflite, calibrating on 2 images" in lines
+    assert done.stdout.split() == [str(tmp_path / "out" / name) for name in ("saved_model", "ssd_mnv2_int8.tflite")]
 
 
 def test_detecting_on_a_tflite_file_never_imports_tensorflow(variants):

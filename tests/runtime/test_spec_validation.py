@@ -125,6 +125,10 @@ def test_specs_built_in_code_are_checked_too():
 def test_an_ssdkit_spec_is_checked_by_the_same_builder():
     good = json.loads(ModelSpec.from_json(json.dumps(_zoo_like())).to_json())
     assert good["feature_map_shapes"] == [[2, 2], [1, 1]]
+    roles = {"kind": "raw", "names": [["box_encodings", "a"], ["class_predictions", "b"]], "scores_activated": True}
+    assert json.loads(ModelSpec.from_dict({**_zoo_like(), "outputs": roles}).to_json())["outputs"] == roles
+    with pytest.raises(ValueError, match=r'^outputs.kind is "logits", expected one of "raw", "detections"$'):
+        ModelSpec.from_dict({**_zoo_like(), "outputs": {**roles, "kind": "logits"}})
     with pytest.raises(ValueError, match=r'^feature_map_shapes\[0\]\[1\] is "2", expected an integer$'):
         ModelSpec.from_dict({**_zoo_like(), "feature_map_shapes": [[2, "2"], [1, 1]]})
     with pytest.raises(ValueError, match=r'^anchors.kind is "ring", expected one of'):

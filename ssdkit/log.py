@@ -98,7 +98,6 @@ def configure(command: str = "", verbosity: int = 0) -> None:
     _Settings.handler = _Handler(command)
     LOGGER.addHandler(_Settings.handler)
     LOGGER.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO)
-    LOGGER.propagate = False
     _Settings.bars = verbosity >= 0 and _isatty(sys.stderr)
     if verbosity > 0:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"

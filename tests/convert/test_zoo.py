@@ -66,5 +66,5 @@ def test_bad_configs_are_rejected(config, message):
 def test_spec_rejects_unknown_fields():
     data = model_spec(ModelConfig("ssd_mnv2")).to_dict()
     data["preprocessing"]["gamma"] = 2.2
-    with pytest.raises(ValueError, match=r"unknown Preprocessing field\(s\) \['gamma'\]"):
+    with pytest.raises(ValueError, match=r"unknown preprocessing field\(s\) \['gamma'\]"):
         ModelSpec.from_dict(data)

@@ -15,7 +15,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Literal
 
-from ssdkit.runtime.spec import ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing
+from ssdkit.runtime.spec import (ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing,
+                                 build, json_value)
 
 Backbone = Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 
@@ -65,6 +66,7 @@ class ZooEntry:
 
 
 MIN_INPUT_SIDE = 32  # the smallest image the Keras MobileNets accept
+DEFAULT_MODEL = "ssd_mnv2"  # what export and train build without --model or a checkpoint
 
 _SSD_ANCHORS = MultipleGridAnchors()  # min 0.2, max 0.95, ratios 1, 2, 1/2, 3, 1/3
 
@@ -155,9 +157,49 @@ def feature_map_shapes(arch: Architecture, height: int, width: int) -> tuple[tup
 
 
 @dataclass(frozen=True)
+class ModelDefinition:
+    """Everything that rebuilds a network and turns its outputs into
+    detections: the ``architecture``, the ``width`` multiplier and the
+    ``spec`` (input size and normalization, anchors and the feature maps they
+    sit on, box coder, labels, NMS settings).
+
+    A version 2 checkpoint records it beside the weights, so ``ssdkit export
+    --weights CKPT`` and ``ssdkit train --weights CKPT`` need no ``--model``.
+    Zoo models get theirs from ``ModelConfig.definition()``; an importer (the
+    TF OD API's pipeline configs) builds one from what it read, including an
+    architecture or anchors the zoo does not have.
+    """
+
+    architecture: Architecture
+    width: float
+    spec: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_dict(self) -> dict:
+        return {"architecture": dataclasses.asdict(self.architecture), "width": self.width,
+                "spec": self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelDefinition":
+        """The definition ``to_dict`` wrote; a ValueError names a field of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the model definition is {type(data).__name__}, expected an object")
+        if not {"architecture", "width", "spec"} <= set(data):
+            raise ValueError(f"the model definition has {sorted(data)}, expected architecture, width and spec")
+        width = json_value(float, data["width"], "model.width")
+        if not width > 0:
+            raise ValueError(f"model.width is {width}, expected a positive number")
+        return cls(build(Architecture, data["architecture"], "model.architecture"), width,
+                   ModelSpec.from_dict(data["spec"]))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network: zoo name plus the options every
-    model takes. Stored in checkpoints next to the weights."""
+    """A zoo model and the options every model takes: what the command line
+    asks for. ``definition()`` resolves it; version 1 checkpoints stored it."""
 
     model: str
     width: float = 1.0
@@ -166,6 +208,10 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def definition(self) -> ModelDefinition:
+        """The zoo entry's architecture at this width, with its validated spec."""
+        return ModelDefinition(get_entry(self.model).architecture, self.width, model_spec(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":

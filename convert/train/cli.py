@@ -1,13 +1,12 @@
 """``ssdkit train``."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON or VOC data (default: synthetic shapes)")
-    train.add_argument("--model", default="ssd_mnv2", help="zoo name (default ssd_mnv2)")
+    train.add_argument("--model", help="zoo name (default: the --weights checkpoint's model, else ssd_mnv2)")
     train.add_argument("--data", help="training data: COCO JSON or VOC folder or VOC split file "
                        "(ImageSets/Main/NAME.txt) (default: the built-in synthetic train split)")
     train.add_argument("--val-data", help="validation data: COCO JSON or VOC folder or VOC split file "
@@ -15,7 +14,7 @@ def register(subparsers) -> None:
     train.add_argument("--skip-broken", action="store_true",
                        help="skip images with broken annotations (each one warned about) instead of stopping")
     train.add_argument("--out", help="output folder (default build/train/MODEL)")
-    train.add_argument("--weights", help="start from this ssdkit checkpoint")
+    train.add_argument("--weights", help="start from this ssdkit checkpoint (it knows its model: no --model needed)")
     train.add_argument("--backbone-weights", default="auto", help="ImageNet backbone: auto (Keras cache), none, or .h5")
     train.add_argument("--width", type=float, help="width multiplier (default 1.0)")
     train.add_argument("--input-size", type=int, help="square input size (default: the model's)")
@@ -35,13 +34,14 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssdkit.datasets.reader import read_dataset
     from ssdkit.datasets.synth import default_split
 
-    from ..checkpoint import prepare_model
+    from ..checkpoint import prepare_model, read_checkpoint, resolve_model
     from .loop import TrainConfig, train
 
+    model_name = resolve_model(args.model, args.weights)
+    checkpoint = read_checkpoint(args.weights) if args.weights else None  # a bad file fails before the data is read
     train_path = Path(args.data) if args.data else default_split("train") / "annotations.json"
     val_path = Path(args.val_data) if args.val_data else (None if args.data else default_split("val") / "annotations.json")
     train_data = read_dataset(train_path, skip_broken=args.skip_broken)
@@ -55,10 +55,10 @@ def _train(args) -> int:
     labels = None if args.weights else train_data.labels
 
     def build():
-        return prepare_model(args.model, args.weights, width=args.width, input_size=size, labels=labels,
+        return prepare_model(model_name, checkpoint, width=args.width, input_size=size, labels=labels,
                              backbone_weights=args.backbone_weights, seed=args.seed)
 
-    out = Path(args.out or f"build/train/{args.model}")
+    out = Path(args.out or f"build/train/{checkpoint.definition.name if checkpoint else model_name}")
     history = train(build, train_data, val_data, out, config, args.strategy, args.resume)
     print(history["checkpoint"])
     return 0

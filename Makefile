@@ -11,8 +11,6 @@ OUT ?= build/$(MODEL)/
 QUANT ?= int8
 PYTEST_ARGS ?=
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
 DATA ?=

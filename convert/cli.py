@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from .zoo import DEFAULT_MODEL
 
 
 def _input_size(text: str) -> tuple[int, int]:
@@ -45,15 +46,15 @@ def register(subparsers) -> None:
     models.add_argument("--no-build", action="store_true", help="skip building the networks (no parameter/FLOP counts)")
     models.set_defaults(handler=_models)
 
-    export = subparsers.add_parser("export", help="export a zoo model (SavedModel, TFLite, ONNX)")
-    export.add_argument("--model", help=f"zoo name: {', '.join(ZOO)} (default: the checkpoint's with --weights "
-                                        "CHECKPOINT, else ssd_mnv2)")
+    export = subparsers.add_parser("export", help="export a zoo model or a checkpoint (SavedModel, TFLite, ONNX)")
+    export.add_argument("--model", help=f"zoo name: {', '.join(ZOO)} (default: the checkpoint's model, "
+                                        f"else {DEFAULT_MODEL})")
     export.add_argument("--format", default="savedmodel", help="savedmodel, tflite or onnx (default savedmodel)")
     export.add_argument("--out", help="output folder (default build/MODEL/)")
     export.add_argument("--weights", default="auto",
-                        help="ssdkit checkpoint (.npz, or an `ssdkit import` folder) to export, none (untrained), or "
-                             "auto (default): the shipped demo weights where the zoo has them (ssd_mnv2) and the "
-                             "network is not customised")
+                        help="ssdkit checkpoint (.npz, or an `ssdkit import` folder) to export (it knows its model: no --model needed), none "
+                             "(untrained), or auto (default): the shipped demo weights where the zoo has them "
+                             "(ssd_mnv2) and the network is not customised")
     export.add_argument("--backbone-weights", default="auto",
                         help="ImageNet backbone weights for an untrained model: auto (the Keras cache, if present), none, or an .h5 path")
     export.add_argument("--width", type=float, help="width multiplier (default 1.0)")
@@ -94,53 +95,51 @@ def register(subparsers) -> None:
 
 
 def _models(args) -> int:
+    from ssdkit.tables import text_table
+
     from .zoo import ZOO, ModelConfig, model_spec
 
-    rows = [("model", "input", "anchors", "params", "GFLOPs", "description")]
+    rows = []
     for name, entry in ZOO.items():
         spec = model_spec(ModelConfig(name))
         params = flops = "-"
         if not args.no_build:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             from .models.ssd import build_model
             from .models.flops import count_macs
 
-            keras_model = build_model(ModelConfig(name)).keras_model
+            keras_model = build_model(ModelConfig(name).definition()).keras_model
             params = f"{keras_model.count_params() / 1e6:.2f}M"
             flops = f"{2 * count_macs(keras_model) / 1e9:.2f}"
         height, width = spec.input_size
         rows.append((name, f"{height}x{width}", str(spec.num_anchors), params, flops, entry.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(text_table(("model", "input", "anchors", "params", "GFLOPs", "description"), rows))
     if not args.no_build:
         print("(90 COCO classes; GFLOPs = 2 x multiply-adds of one image)")
     return 0
 
 
 def _export(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssdkit.fileio import check_writable_folder
 
+    from .checkpoint import prepare_model, read_checkpoint, resolve_model, resolve_weights
     from .export import EXPORTERS, ExportOptions, export
-    from .checkpoint import prepare_model, resolve_weights
     from .tflite.savedmodel2tflite import TFLiteOptions
     from .zoo import ModelConfig, get_entry, model_spec
 
     if args.labels and args.num_classes:
         raise ValueError("give --labels or --num-classes, not both")
     labels = args.labels or (tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
-    if args.model is None:
-        from .checkpoint import model_from_weights
-
-        args.model = model_from_weights(args.weights)
-    get_entry(args.model)
     if args.format not in EXPORTERS:
         raise ValueError(f"unknown format {args.format!r}; expected one of {', '.join(EXPORTERS)}")
-    weights = resolve_weights(args.model, args.weights,
+    model_name = resolve_model(args.model, args.weights)
+    if model_name is not None:
+        get_entry(model_name)
+    weights = resolve_weights(model_name, args.weights,
                               customised=any(v is not None for v in (args.width, args.input_size, labels)))
     if weights is None:  # validate the options before the slow build
-        model_spec(ModelConfig(args.model, width=args.width or 1.0, input_size=args.input_size, labels=labels))
+        model_spec(ModelConfig(model_name, width=args.width or 1.0, input_size=args.input_size, labels=labels))
+    else:  # read before the slow build: a bad file fails now, and the checkpoint names the model
+        weights = read_checkpoint(weights)
     if args.format == "onnx":
         from .onnx.quant import check_quant
         from .onnx.savedmodel2onnx import check_opset
@@ -157,10 +156,10 @@ def _export(args) -> int:
                             report=not args.no_report, max_map_drop=args.max_map_drop,
                             keep_float_auto=args.keep_float == "auto", opset=args.opset,
                             dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32")
-    out = Path(args.out or f"build/{args.model}")
+    out = Path(args.out or f"build/{weights.definition.name if weights else model_name}")
     check_writable_folder(out)
     model = prepare_model(
-        args.model, weights, width=args.width, input_size=args.input_size, labels=labels,
+        model_name, weights, width=args.width, input_size=args.input_size, labels=labels,
         backbone_weights=args.backbone_weights, seed=args.seed,
     )
     for path in export(model, args.format, out, options):

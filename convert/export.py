@@ -7,13 +7,17 @@ living in its own source-to-destination module (``savedmodel/``,
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ssdkit.runtime.model_files import SAVEDMODEL_FOLDER
+
 from .models.ssd import SSDModel
 from .tflite.savedmodel2tflite import TFLiteOptions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ Exporter = Callable[[SSDModel, Path, ExportOptions], "list[Path]"]
 def _savedmodel(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
     from .savedmodel.keras2savedmodel import export_savedmodel
 
-    return [export_savedmodel(model, out_dir / "saved_model")]
+    return [export_savedmodel(model, out_dir / SAVEDMODEL_FOLDER)]
 
 
 def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
@@ -58,7 +62,7 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
     calibration = None
     if options.tflite.quant == "int8":
         calibration = representative_images(options.calib_data, options.calib_samples)
-    saved_model = export_savedmodel(model, out_dir / "saved_model")
+    saved_model = export_savedmodel(model, out_dir / SAVEDMODEL_FOLDER)
     tflite = export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)
     written = [saved_model, tflite]
     if options.tflite.edgetpu:
@@ -115,7 +119,7 @@ def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
     check_opset(options.opset)  # the options first: a wrong one writes nothing
     int8 = check_quant(options.onnx_quant) == "int8"
     calibration = representative_images(options.calib_data, options.calib_samples) if int8 else None
-    saved_model = export_savedmodel(model, out_dir / "saved_model")
+    saved_model = export_savedmodel(model, out_dir / SAVEDMODEL_FOLDER)
     raw = [export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]
     if int8:
         raw.append(quantize_onnx(raw[0], calibration))
@@ -142,5 +146,5 @@ def export(model: SSDModel, fmt: str, out_dir: str | Path, options: ExportOption
     if fmt not in EXPORTERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(EXPORTERS)}")
     out_dir = Path(out_dir)
-    print(f"ssdkit export: writing {fmt} of {model.spec.name} to {out_dir}/", file=sys.stderr)
+    log.info(f"writing {fmt} of {model.spec.name} to {out_dir}/")
     return EXPORTERS[fmt](model, out_dir, options)

@@ -15,9 +15,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Literal
 
-from ssdkit.runtime.spec import (
-    BoxCoder, ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing,
-)
+from ssdkit.runtime.spec import (BoxCoder, ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing,
+                                 Preprocessing, build, json_value)
 
 Backbone = Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 
@@ -89,6 +88,7 @@ class ZooEntry:
 
 
 MIN_INPUT_SIDE = 32  # the smallest image the Keras MobileNets accept
+DEFAULT_MODEL = "ssd_mnv2"  # what export and train build without --model or a checkpoint
 
 _SSD_ANCHORS = MultipleGridAnchors()  # min 0.2, max 0.95, ratios 1, 2, 1/2, 3, 1/3
 
@@ -227,103 +227,131 @@ def feature_map_shapes(arch: Architecture, height: int, width: int) -> tuple[tup
     return tuple((halve(height, s), halve(width, s)) for s in strides_log2)
 
 
-# Architecture fields a ModelConfig may change on its zoo entry (an imported
-# model's own settings); the rest define the zoo entry itself.
-ARCHITECTURE_OVERRIDES = ("extra_depths", "head_kernel_size", "min_depth", "fpn_min_level", "fpn_max_level",
-                          "fpn_depth", "tower_layers", "tower_depth", "class_bias_init", "fpn_top_down",
-                          "tower_shared", "last_conv_depth")
+@dataclass(frozen=True)
+class ModelDefinition:
+    """Everything that rebuilds a network and turns its outputs into
+    detections: the ``architecture``, the ``width`` multiplier and the
+    ``spec`` (input size and normalization, anchors and the feature maps they
+    sit on, box coder, labels, NMS settings).
+
+    A version 2 checkpoint records it beside the weights, so ``ssdkit export
+    --weights CKPT`` and ``ssdkit train --weights CKPT`` need no ``--model``.
+    Zoo models get theirs from ``ModelConfig.definition()``; an importer (the
+    TF OD API's pipeline configs) builds one from what it read, including an
+    architecture or anchors the zoo does not have.
+    """
+
+    architecture: Architecture
+    width: float
+    spec: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_dict(self) -> dict:
+        return {"architecture": dataclasses.asdict(self.architecture), "width": self.width,
+                "spec": self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelDefinition":
+        """The definition ``to_dict`` wrote; a ValueError names a field of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the model definition is {type(data).__name__}, expected an object")
+        if not {"architecture", "width", "spec"} <= set(data):
+            raise ValueError(f"the model definition has {sorted(data)}, expected architecture, width and spec")
+        width = json_value(float, data["width"], "model.width")
+        if not width > 0:
+            raise ValueError(f"model.width is {width}, expected a positive number")
+        return cls(build(Architecture, data["architecture"], "model.architecture"), width,
+                   ModelSpec.from_dict(data["spec"]))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network: zoo name plus the options every
-    model takes. Stored in checkpoints next to the weights.
-
-    ``anchors``, ``box_coder``, ``postprocessing`` and ``architecture`` (a
-    dict of ``ARCHITECTURE_OVERRIDES``) replace the zoo entry's when set: an
-    imported model keeps its source's settings (``convert/odapi``)."""
+    """A zoo model and the options every model takes: what the command line
+    asks for. ``definition()`` resolves it; version 1 checkpoints stored it."""
 
     model: str
     width: float = 1.0
     input_size: tuple[int, int] | None = None  # (height, width); None: the zoo default
     labels: tuple[str, ...] | None = None  # None: the 90 COCO slots
-    anchors: MultipleGridAnchors | MultiscaleGridAnchors | None = None
-    box_coder: BoxCoder | None = None
-    postprocessing: PostProcessing | None = None
-    architecture: tuple[tuple[str, object], ...] | None = None  # (field, value) pairs
-
-    def __post_init__(self):
-        unknown = sorted(set(dict(self.architecture or ())) - set(ARCHITECTURE_OVERRIDES))
-        if unknown:
-            raise ValueError(f"architecture fields {unknown} cannot be changed, only {list(ARCHITECTURE_OVERRIDES)}")
 
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["architecture"] = dict(self.architecture) if self.architecture else None
-        return data
+        return dataclasses.asdict(self)
+
+    def definition(self) -> ModelDefinition:
+        """The zoo entry's architecture at this width, with its validated spec."""
+        return define(self.model, width=self.width, input_size=self.input_size, labels=self.labels)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         size = data.get("input_size")
         labels = data.get("labels")
-        anchors = data.get("anchors")
-        if anchors:
-            kinds = {c.kind: c for c in (MultipleGridAnchors, MultiscaleGridAnchors)}
-            if anchors.get("kind") not in kinds:
-                raise ValueError(f"unknown anchor generator kind {anchors.get('kind')!r}, expected one of {sorted(kinds)}")
-            anchors = kinds[anchors["kind"]](**_tuples(anchors))
-        overrides = data.get("architecture")
         return cls(
             model=data["model"], width=float(data.get("width", 1.0)),
             input_size=tuple(size) if size else None, labels=tuple(labels) if labels else None,
-            anchors=anchors or None,
-            box_coder=BoxCoder(**_tuples(data["box_coder"])) if data.get("box_coder") else None,
-            postprocessing=PostProcessing(**data["postprocessing"]) if data.get("postprocessing") else None,
-            architecture=tuple((k, _tuples(v)) for k, v in overrides.items()) if overrides else None,
         )
 
 
-def _tuples(value):
-    """JSON lists back into tuples (frozen dataclass fields)."""
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
+def define(
+    model: str,
+    *,
+    width: float = 1.0,
+    input_size: tuple[int, int] | None = None,
+    labels: tuple[str, ...] | None = None,
+    architecture: dict | None = None,
+    anchors: MultipleGridAnchors | MultiscaleGridAnchors | None = None,
+    box_coder: BoxCoder | None = None,
+    postprocessing: PostProcessing | None = None,
+) -> ModelDefinition:
+    """The definition of zoo entry ``model`` with these options, validated.
 
+    ``architecture`` (Architecture field -> value), ``anchors``, ``box_coder``
+    and ``postprocessing`` replace the entry's: an imported model keeps its
+    source's settings (``convert/odapi``: extra-layer depths, FPN levels,
+    tower layout, anchor scales, NMS thresholds). The checkpoint then records
+    the result, so nothing has to re-derive them.
 
-def architecture_of(config: ModelConfig) -> Architecture:
-    """The zoo entry's architecture with the config's overrides applied."""
-    arch = get_entry(config.model).architecture
-    return dataclasses.replace(arch, **dict(config.architecture)) if config.architecture else arch
+    Raises:
+      ValueError: an unknown model, input size, width, architecture field, or
+        an anchor generator whose layer count differs from the feature maps'.
+    """
+    entry = get_entry(model)
+    arch = entry.architecture
+    if architecture:
+        unknown = sorted(set(architecture) - {f.name for f in dataclasses.fields(Architecture)})
+        if unknown:
+            raise ValueError(f"{entry.name}: no architecture fields {unknown}")
+        arch = dataclasses.replace(arch, **architecture)
+    height, side_w = input_size or (entry.input_size, entry.input_size)
+    multiple = arch.size_multiple
+    for side in (height, side_w):
+        if side < MIN_INPUT_SIDE or side % multiple:
+            hint = f"a multiple of {multiple} and at least {MIN_INPUT_SIDE}" if multiple > 1 else f"at least {MIN_INPUT_SIDE}"
+            raise ValueError(f"input size {height}x{side_w} is not supported by {entry.name}: each side must be {hint}")
+    if not width > 0:
+        raise ValueError(f"width multiplier {width} is not supported: it must be positive")
+    anchors = anchors or entry.anchors
+    shapes = feature_map_shapes(arch, height, side_w)
+    if len(anchors.per_location()) != len(shapes):
+        raise ValueError(f"{entry.name}: the anchor generator has {len(anchors.per_location())} layers, "
+                         f"the network {len(shapes)} feature maps")
+    labels = labels if labels is not None else coco_labels()
+    if not labels:
+        raise ValueError("a model needs at least one class label")
+    spec = ModelSpec(
+        name=entry.name,
+        preprocessing=Preprocessing(input_height=height, input_width=side_w),
+        anchors=anchors,
+        feature_map_shapes=shapes,
+        labels=tuple(labels),
+        box_coder=box_coder or BoxCoder(),
+        postprocessing=postprocessing or PostProcessing(),
+    )
+    return ModelDefinition(arch, float(width), spec)
 
 
 def model_spec(config: ModelConfig) -> ModelSpec:
     """The spec of a zoo model with the given options, validated."""
-    entry = get_entry(config.model)
-    arch = architecture_of(config)
-    height, width = config.input_size or (entry.input_size, entry.input_size)
-    multiple = arch.size_multiple
-    for side in (height, width):
-        if side < MIN_INPUT_SIDE or side % multiple:
-            hint = f"a multiple of {multiple} and at least {MIN_INPUT_SIDE}" if multiple > 1 else f"at least {MIN_INPUT_SIDE}"
-            raise ValueError(f"input size {height}x{width} is not supported by {entry.name}: each side must be {hint}")
-    if not config.width > 0:
-        raise ValueError(f"width multiplier {config.width} is not supported: it must be positive")
-    anchors = config.anchors or entry.anchors
-    shapes = feature_map_shapes(arch, height, width)
-    if len(anchors.per_location()) != len(shapes):
-        raise ValueError(f"{entry.name}: the anchor generator has {len(anchors.per_location())} layers, "
-                         f"the network {len(shapes)} feature maps")
-    labels = config.labels if config.labels is not None else coco_labels()
-    if not labels:
-        raise ValueError("a model needs at least one class label")
-    return ModelSpec(
-        name=entry.name,
-        preprocessing=Preprocessing(input_height=height, input_width=width),
-        anchors=anchors,
-        feature_map_shapes=shapes,
-        labels=tuple(labels),
-        box_coder=config.box_coder or BoxCoder(),
-        postprocessing=config.postprocessing or PostProcessing(),
-    )
+    return config.definition().spec

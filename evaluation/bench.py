@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
+import logging
 import subprocess
 import sys
 import warnings
@@ -30,12 +30,14 @@ from .measure import DEFAULT_RUNS, DEFAULT_WARMUP, LATENCY_IMAGES, machine_info
 
 HEADER = ("format", "precision", "size MB", "load s", "latency ms median / p90", "images/s", "peak MB", *PARITY_HEADER)
 
+log = logging.getLogger(__name__)
+
 
 def measure_in_subprocess(path: Path, data: str | None, runs: int, device: str) -> dict:
     """``measure.py --one path`` in a new interpreter: its JSON, or ``{"error": ...}``."""
     command = [sys.executable, "-m", "ssdkit.evaluation.measure", "--one", str(path), "--runs", str(runs),
                "--device", device, *(["--data", str(data)] if data else [])]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    done = subprocess.run(command, capture_output=True, text=True)  # the environment ssdkit.log.configure set
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return {"error": lines[-1] if lines else f"measurement exited with code {done.returncode}"}
@@ -58,9 +60,9 @@ def bench(model_dir: str | Path, data: str | None = None, device: str | None = N
     dataset = load_dataset(data)
     measured = {}
     for artifact in artifacts:
-        print(f"ssdkit bench: measuring {artifact.name}", file=sys.stderr, flush=True)
+        log.info(f"measuring {artifact.name}")
         measured[artifact.name] = measure_in_subprocess(artifact.path, data, runs, device)
-    print("ssdkit bench: verifying every format against the SavedModel", file=sys.stderr, flush=True)
+    log.info("verifying every format against the SavedModel")
     rows = verify(artifacts, dataset, images, threshold)
     return {
         "model_dir": str(model_dir),

@@ -5,8 +5,9 @@ verify``'s check (the files are written either way), 2 for bad arguments.
 """
 from __future__ import annotations
 
-import os
-import sys
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -28,7 +29,6 @@ def register(subparsers) -> None:
 
 
 def _bench(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssdkit.fileio import check_writable_folder
     from ssdkit.tables import text_table
 
@@ -41,7 +41,7 @@ def _bench(args) -> int:
     result = bench(args.model_dir, args.data, args.device, args.runs, args.images, args.threshold)
     print(text_table(*table(result)))
     for line in problems(result):
-        print(f"ssdkit bench: {line}", file=sys.stderr)
+        log.warning(line)
     for path in write_results(result, out):
         print(path)
     return 1 if problems(result) else 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 
@@ -22,7 +21,6 @@ def register(subparsers) -> None:
 
 
 def _eval(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a SavedModel loads TensorFlow
     from ssdkit.fileio import check_writable_folder, write_text_atomic
     from ssdkit.tables import text_table
 

@@ -5,8 +5,9 @@ differs by more than the tolerance (or cannot be run), 2 for bad arguments.
 """
 from __future__ import annotations
 
-import os
-import sys
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -35,7 +36,6 @@ def register(subparsers) -> None:
 
 
 def _verify(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .evaluate import load_dataset
     from ssdkit.tables import text_table
 
@@ -57,7 +57,7 @@ def _verify(args) -> int:
           f"agreement: share of the SavedModel's detections scoring >= {AGREEMENT_MIN_SCORE} also found)")
     for row in rows:
         if row.problem:
-            print(f"ssdkit verify: {row.file}: {row.problem}", file=sys.stderr)
+            log.warning(f"{row.file}: {row.problem}")
     return 1 if failed(rows) else 0
 
 

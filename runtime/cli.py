@@ -8,10 +8,12 @@ installed; with neither the command stops with an error saying what to install.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from .images import IMAGE_SUFFIXES, image_files
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -32,7 +34,7 @@ def register(subparsers) -> None:
 
 def _images(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        return image_files(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such image or folder")
     return [path]
@@ -101,14 +103,7 @@ def _annotated(image, detections, suffix: str, imaging) -> bytes:
 
 
 def _record(path: Path, detections, timings) -> dict:
-    return {
-        "image": str(path),
-        "detections": [{"box": [round(v, 2) for v in d.box], "label": d.label, "class_id": d.class_id,
-                        "score": round(d.score, 4)} for d in detections],
-        "timings_ms": {"preprocess": round(timings.preprocess * 1000, 2),
-                       "inference": round(timings.inference * 1000, 2),
-                       "postprocess": round(timings.postprocess * 1000, 2)},
-    }
+    return {"image": str(path), "detections": [d.to_dict() for d in detections], "timings_ms": timings.to_ms()}
 
 
 def _detect(args) -> int:
@@ -131,7 +126,7 @@ def _detect(args) -> int:
             try:
                 image = _read(path, imaging)
             except OSError as exc:
-                print(f"ssdkit detect: {path}: skipped, cannot read image ({exc})", file=sys.stderr)
+                log.warning(f"{path}: skipped, cannot read image ({exc})")
                 failed += 1
                 continue
             detections = detector.detect(image)
@@ -150,6 +145,6 @@ def _detect(args) -> int:
         for record in records:
             found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"]) or "nothing"
             print(f"{record['image']}: {found}")
-    print(f"ssdkit detect: {len(records)} images, {sum(len(r['detections']) for r in records)} detections"
-          + (f", {failed} unreadable" if failed else ""), file=sys.stderr)
+    log.info(f"{len(records)} images, {sum(len(r['detections']) for r in records)} detections"
+             + (f", {failed} unreadable" if failed else ""))
     return 1 if failed else 0

@@ -10,7 +10,8 @@ checkpoint alone, which has nothing to run), and prints one table: parity
 to the source's largest value, detection agreement) and the import's time,
 wall and CPU (user + system, whatever the load: an import spends almost no
 time waiting for disk, so on an idle machine its wall time is at most about
-this). Not part of ``make test``: it takes 15-30 minutes on a 2-core machine.
+this), with the 1-minute load average as it started. Not part of ``make
+test``: it takes 15-30 minutes on a 2-core machine.
 
     python tools/import_check.py [--only NAME ...] [--out FILE.md]
 """
@@ -63,14 +64,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def row(name, kind, parity: dict, seconds: float, code: int, cpu: float) -> str:
+def row(name, kind, parity: dict, seconds: float, code: int, cpu: float, load: float) -> str:
     def g(value):
         return "-" if value is None else f"{value:.2g}"
 
     if code != 0:
-        return f"| {name} | {kind} | FAILED (exit {code}) | | | | | {seconds:.0f} s | {cpu:.0f} s |"
+        return f"| {name} | {kind} | FAILED (exit {code}) | | | | | {seconds:.0f} s | {cpu:.0f} s | {load:.1f} |"
     if not parity.get("runnable"):
-        return f"| {name} | {kind} | not checked ({parity.get('note')}) | | | | | {seconds:.0f} s | {cpu:.0f} s |"
+        return (f"| {name} | {kind} | not checked ({parity.get('note')}) | | | | | {seconds:.0f} s | {cpu:.0f} s "
+                f"| {load:.1f} |")
     rows = parity["rows"]
     box_abs, logit_abs = max(r["box_max"] for r in rows), max(r["logit_max"] for r in rows)
     box_rel, logit_rel = max(r["box_relative"] for r in rows), max(r["logit_relative"] for r in rows)
@@ -79,7 +81,7 @@ def row(name, kind, parity: dict, seconds: float, code: int, cpu: float) -> str:
     if parity.get("fake_quant"):
         note = f" (vs the FakeQuant graph; FakeQuant bypassed: relative {g(parity.get('float_twin_relative'))})"
     return (f"| {name} | {kind} | {g(box_abs)} / {g(box_rel)} | {g(logit_abs)} / {g(logit_rel)} | {agreement}{note} "
-            f"| {'pass' if parity['passed'] else 'FAIL'} | {seconds:.0f} s | {cpu:.0f} s |")
+            f"| {'pass' if parity['passed'] else 'FAIL'} | {seconds:.0f} s | {cpu:.0f} s | {load:.1f} |")
 
 
 def main() -> int:
@@ -89,7 +91,7 @@ def main() -> int:
     args = parser.parse_args()
     ssdkit = str(Path(sys.executable).with_name("ssdkit"))
     lines = ["| architecture | source | box enc max abs / rel | logits max abs / rel | detections | check "
-             "| import wall time | import CPU time |", "|---|---|---|---|---|---|---|---|"]
+             "| import wall time | import CPU time | load average |", "|---|---|---|---|---|---|---|---|---|"]
     failed = 0
     with tempfile.TemporaryDirectory(prefix="ssdkit-import-check-") as tmp:
         for name, build, kinds in cases():
@@ -103,12 +105,13 @@ def main() -> int:
                 if kind == "TF2 ckpt":
                     shutil.rmtree(folder / "saved_model")
                 out = Path(tmp) / "out" / f"{folder.name}-{kind.replace(' ', '_')}"
+                load = os.getloadavg()[0]  # 1-minute load average as the import starts
                 started, used = time.monotonic(), _children_cpu()
                 result = subprocess.run([ssdkit, "import", str(folder / inside), "--out", str(out), "--no-progress"],
                                         capture_output=True, text=True)
                 seconds, cpu = time.monotonic() - started, _children_cpu() - used
                 parity = json.loads((out / "parity.json").read_text()) if result.returncode == 0 else {}
-                line = row(name, kind, parity, seconds, result.returncode, cpu)
+                line = row(name, kind, parity, seconds, result.returncode, cpu, load)
                 print(line if result.returncode == 0 else line + "\n" + result.stderr.strip()[-2000:], flush=True)
                 lines.append(line)
                 failed += result.returncode != 0

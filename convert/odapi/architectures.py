@@ -5,7 +5,7 @@ The OD API names each SSD by its ``feature_extractor.type`` (TF1
 settings; a lone frozen graph says the same through its variable scopes. Both
 resolve to one of the zoo's OD API-exact entries (``*_odapi``) with the
 model's own width, input size, anchors, box coder and NMS settings in its
-``ModelConfig``. Layer names of those entries are the TF1 scopes, so the TF1
+``ModelDefinition`` (which the imported checkpoint records). Layer names of those entries are the TF1 scopes, so the TF1
 map is a rename of the last path component; TF2 checkpoints map through
 ``tf2.py``.
 """
@@ -20,7 +20,7 @@ import numpy as np
 
 from ssdkit.runtime.spec import BoxCoder, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing
 
-from ..zoo import ZOO, ModelConfig, feature_map_shapes
+from ..zoo import ZOO, ModelDefinition, define, feature_map_shapes
 from .config import OdapiConfig, UnsupportedModel
 
 # feature_extractor.type -> (backbone, feature maps); TF2 types end in _keras.
@@ -67,10 +67,12 @@ class Network:
     width: float = 1.0
     architecture: tuple[tuple[str, object], ...] = ()
 
-    def model_config(self, input_size, labels, anchors, box_coder, postprocessing) -> ModelConfig:
-        return ModelConfig(self.zoo_name, width=self.width, input_size=tuple(input_size), labels=tuple(labels),
-                           anchors=anchors, box_coder=box_coder, postprocessing=postprocessing,
-                           architecture=self.architecture or None)
+    def definition(self, input_size, labels, anchors, box_coder, postprocessing) -> ModelDefinition:
+        """The zoo entry with the source's own settings: what the imported
+        checkpoint records, so export and train rebuild exactly this network."""
+        return define(self.zoo_name, width=self.width, input_size=tuple(input_size), labels=tuple(labels),
+                      architecture=dict(self.architecture), anchors=anchors, box_coder=box_coder,
+                      postprocessing=postprocessing)
 
 
 def zoo_entry_for(backbone: str, feature_maps: str, head: str, separable_extra: bool, source: str) -> str:
@@ -291,7 +293,7 @@ def map_tf1_weights(model, weights: dict[str, np.ndarray], source: str) -> dict[
             parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} ({len(missing)})")
         if wrong:
             parts.append(f"shapes that do not fit: {'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} ({len(wrong)})")
-        raise ValueError(f"{source}: weights do not fit {model.spec.name} at width {model.config.width}: "
+        raise ValueError(f"{source}: weights do not fit {model.spec.name} at width {model.definition.width}: "
                          + "; ".join(parts))
     return mapped
 

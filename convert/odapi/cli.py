@@ -1,9 +1,9 @@
 """``ssdkit import SOURCE --out DIR``: a TF OD API model in, an ssdkit checkpoint out."""
 from __future__ import annotations
 
+import logging
 import os
 import re
-import sys
 from pathlib import Path
 
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                               f"{DEFAULT_TOLERANCE:g})")
     command.add_argument("--force", action="store_true", help="keep the import even when parity fails (the table is "
                                                               "saved beside it)")
-    command.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    command.add_argument("--no-progress", action="store_true", help="no progress bars (they are drawn on a terminal unless -q)")
     command.set_defaults(handler=_import)
 
 
@@ -54,13 +54,13 @@ def _import(args) -> int:
     check_writable_folder(out)
     try:
         imported = import_model(args.source, labels, args.photos, args.tolerance,
-                                progress=not args.no_progress and sys.stderr.isatty())
+                                progress=not args.no_progress)
     except ParityFailed as failed:
         print(failed.report.table())
         if not args.force:
             raise
         imported = failed.imported
-        print("ssdkit import: warning: parity failed; kept because of --force", file=sys.stderr)
+        logging.getLogger(__name__).warning("parity failed; kept because of --force")
     else:
         print(imported.parity.table())
     for note in imported.notes:

@@ -23,13 +23,14 @@ import numpy as np
 
 from ssdkit.fileio import atomic_path
 
+from ..checkpoint import save_checkpoint
 from ..zoo import coco_labels
 from . import architectures as arch_mod
 from .config import OdapiConfig, UnsupportedModel, labels_from_map, read_label_map, read_pipeline_config
 from .parity import DEFAULT_TOLERANCE, ParityReport, compare, load_photos, tf1_runner
 from .sources import Source, open_source
 
-log = logging.getLogger("ssdkit")
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.npz"
 MARKER = "ssdkit-import"
@@ -154,6 +155,7 @@ def _import(source: Source, origin: str, labels_file, photos_dir, tolerance, sta
         from . import tf2
 
         return tf2.import_tf2(source, origin, config, labels_file, photos_dir, tolerance, started, notes)
+    log.info(f"reading {source.frozen_graph or source.tf1_checkpoint} (TF1)")
     if source.frozen_graph is not None:
         graph_def = tf1.load_graph_def(source.frozen_graph)
         weights = tf1.graph_constants(graph_def)
@@ -204,10 +206,10 @@ def _import(source: Source, origin: str, labels_file, photos_dir, tolerance, sta
     box_coder = config.box_coder if config is not None else arch_mod.box_coder_from_graph(facts)
     postprocessing = config.postprocessing if config is not None else arch_mod.postprocessing_from_graph(facts)
     labels = resolve_labels(config, source, num_classes, labels_file, notes)
-    model_config = network.model_config(input_size, labels, anchors, box_coder, postprocessing)
+    log.info(building_message(network, input_size, labels))
     keras.backend.clear_session()
     try:
-        model = build_model(model_config)
+        model = build_model(network.definition(input_size, labels, anchors, box_coder, postprocessing))
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     apply_weights(model, arch_mod.map_tf1_weights(model, weights, where), where)
@@ -232,6 +234,7 @@ def source_runner(spec: str):
         from . import tf2
 
         return tf2.saved_model_runner(source), source
+    log.info(f"reading {source.frozen_graph or source.tf1_checkpoint} (TF1)")
     if source.frozen_graph is not None:
         graph_def = tf1.load_graph_def(source.frozen_graph)
         facts = tf1.graph_facts(graph_def)
@@ -278,9 +281,17 @@ def _parity(runner, model, photos_dir, tolerance, why_not: str) -> ParityReport:
         warnings.warn(f"parity could not be checked: {why_not}", ParityWarning, stacklevel=3)
         return ParityReport(False, note=why_not, tolerance=tolerance)
     try:
-        return compare(runner, model, load_photos(photos_dir), tolerance)
+        photos = load_photos(photos_dir)
+        log.info(f"parity: running {runner.kind} and the import on {len(photos)} photos")
+        return compare(runner, model, photos, tolerance)
     finally:
         runner.close()
+
+
+def building_message(network, input_size, labels) -> str:
+    height, width = input_size
+    return (f"building {network.zoo_name} ({height}x{width}, width {network.width:g}, {len(labels)} classes) "
+            "and loading its weights")
 
 
 def _provenance(source: Source, origin: str, network, started: float) -> dict:
@@ -309,17 +320,10 @@ def write_import(imported: Imported, out_dir: str | Path, forced: bool = False) 
     model = imported.model
     source = {**imported.source, "notes": imported.notes, "forced": forced}
     with atomic_path(out_dir, directory=True) as tmp:
-        write_checkpoint(model, tmp / CHECKPOINT_FILE, source)
+        save_checkpoint(model, tmp / CHECKPOINT_FILE, extra={"source": source})
         (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in model.spec.labels))
         (tmp / "parity.md").write_text(imported.parity.table() + "\n")
         (tmp / "parity.json").write_text(imported.parity.to_json() + "\n")
         (tmp / "source.json").write_text(json.dumps(source, indent=1) + "\n")
     return out_dir
 
-
-def write_checkpoint(model, path: Path, source: dict) -> Path:
-    """The one place an import writes its checkpoint (issue 14's versioned
-    format replaces ``save_checkpoint`` here)."""
-    from ..checkpoint import save_checkpoint
-
-    return save_checkpoint(model, path, extra={"imported_from": source})

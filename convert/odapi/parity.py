@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from ssdkit.evaluation.verify import detection_agreement
-from ssdkit.runtime import postprocess
+from ssdkit.log import progress
+from ssdkit.runtime import decoder, tflite_postprocess
 from ssdkit.runtime.boxes import iou_matrix
 from ssdkit.runtime.preprocess import preprocess
 from ssdkit.runtime.spec import ModelSpec
@@ -141,7 +142,7 @@ def bypass_fake_quant(graph_def):
 
 def run_both(runner: Runner, model, inputs: Sequence[np.ndarray]):
     source, imported = [], []
-    for x in inputs:
+    for x in progress(inputs, "parity", unit="photo"):
         source.append(runner.run(x))
         out = model.keras_model(x, training=False)
         imported.append((out["box_encodings"].numpy().reshape(-1, 4),
@@ -153,8 +154,8 @@ def detections(encodings: np.ndarray, logits: np.ndarray, spec: ModelSpec, ancho
                activated: bool = False):
     """(boxes, classes, scores) with the spec's own NMS settings (per-class NMS)."""
     post = spec.postprocessing
-    scores = logits if activated else postprocess.activate(logits, post.score_activation)
-    boxes, classes, kept, n = postprocess.detection_postprocess(
+    scores = logits if activated else decoder.activate(logits, post.score_activation)
+    boxes, classes, kept, n = tflite_postprocess.detection_postprocess(
         encodings, scores, anchors, max_detections=post.max_detections, detections_per_class=post.detections_per_class,
         use_regular_nms=True, nms_score_threshold=max(post.score_threshold, 1e-8),
         nms_iou_threshold=post.iou_threshold, scales=spec.box_coder.scales)
@@ -315,7 +316,7 @@ def verify_exports(runner: Runner, artifacts, photos, tolerance: float, spec: Mo
                 agreements, identical = [], True
                 for (_, image), x in zip(photos, normalized_inputs(photos, spec)):
                     boxes, logits = runner.run(x)
-                    scores = postprocess.activate(logits, spec.postprocessing.score_activation)
+                    scores = decoder.activate(logits, spec.postprocessing.score_activation)
                     out = raw_outputs(detector, image)
                     b, sc = out["box_encodings"], out["class_predictions"]
                     if sc.shape != scores.shape:

@@ -19,6 +19,8 @@ calls inlined, fed at the first convolution's input (the normalized image).
 """
 from __future__ import annotations
 
+import logging
+
 import re
 from pathlib import Path
 
@@ -127,6 +129,7 @@ def saved_model_runner(source):
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    logging.getLogger(__name__).info(f"loading {source.saved_model} and freezing its serving function")
     try:
         loaded = tf.saved_model.load(str(source.saved_model))
         function = loaded.signatures["serving_default"]
@@ -217,10 +220,11 @@ def import_tf2(source, origin: str, config: OdapiConfig | None, labels_file, pho
     from ..checkpoint import apply_weights
     from ..models.ssd import build_model
     from . import architectures as arch_mod
-    from .importer import Imported, _parity, _provenance, finish, resolve_labels
+    from .importer import Imported, _parity, _provenance, building_message, finish, log, resolve_labels
 
     if config is None:
         raise ValueError(f"{source.origin}: a TF2 model needs its pipeline.config (none found beside it)")
+    log.info(f"reading {source.tf2_checkpoint or source.saved_model} (TF2 object checkpoint)")
     if source.tf2_checkpoint is not None:
         where = str(source.tf2_checkpoint)
         raw = object_checkpoint_weights(source.tf2_checkpoint)
@@ -234,10 +238,13 @@ def import_tf2(source, origin: str, config: OdapiConfig | None, labels_file, pho
     if config.input_size is None:
         raise ValueError(f"{config.source}: no image_resizer.fixed_shape_resizer: the input size is unknown")
     labels = resolve_labels(config, source, config.num_classes, labels_file, notes)
-    model_config = network.model_config(config.input_size, labels, config.anchors, config.box_coder,
-                                        config.postprocessing)
+    log.info(building_message(network, config.input_size, labels))
     keras.backend.clear_session()
-    model = build_model(model_config)
+    try:
+        model = build_model(network.definition(config.input_size, labels, config.anchors, config.box_coder,
+                                               config.postprocessing))
+    except ValueError as exc:
+        raise ValueError(f"{config.source}: {exc}") from None
     apply_weights(model, arch_mod.map_tf1_weights(model, weights, where), where)
     runner = saved_model_runner(source)
     why = "a TF2 checkpoint without its saved_model/ has nothing to run" if source.saved_model is None else \

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from ssdkit.fileio import atomic_path
+from ssdkit.log import bar as log_bar
 
 _TF1 = "http://download.tensorflow.org/models/object_detection/"
 _TF2 = "http://download.tensorflow.org/models/object_detection/tf2/20200711/"
@@ -103,11 +104,7 @@ def _download(url: str, path: Path, progress: bool) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "ssdkit"})
     with urllib.request.urlopen(request, timeout=60) as response, open(path, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False)
+        bar = log_bar(url.rsplit("/", 1)[-1], total) if progress else None
         received = 0
         while chunk := response.read(1 << 16):
             out.write(chunk)

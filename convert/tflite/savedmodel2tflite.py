@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
@@ -39,9 +39,11 @@ import numpy as np
 import tensorflow as tf
 
 from ssdkit.fileio import atomic_path
+from ssdkit.log import progress
 from ssdkit.runtime.model_files import embed_in_tflite
 from ssdkit.runtime.preprocess import preprocess
-from ssdkit.runtime.spec import ModelSpec, OutputRoles
+from ssdkit.runtime.roles import DETECTION_ROLES, RAW_ROLES, OutputRoles
+from ssdkit.runtime.spec import ModelSpec
 
 from ..savedmodel.keras2savedmodel import scores_from_logits
 from .flatbuffer import ops, set_custom_options, signature_outputs
@@ -51,9 +53,8 @@ from .postprocess_op import OP_NAME, DetectionPostProcessOptions, detection_post
 Quant = Literal["fp32", "fp16", "dynamic", "int8"]
 QUANTS = ("fp32", "fp16", "dynamic", "int8")
 IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8, "float": tf.float32}
-DETECTION_ROLES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
-RAW_ROLES = ("box_encodings", "class_predictions")
-_PROGRESS_EVERY = 25
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -185,9 +186,7 @@ def _representative(spec: ModelSpec, images: Sequence[np.ndarray]):
     extremes = preprocess(black_white, dataclasses.replace(spec.preprocessing, input_height=1, input_width=2))[0]
 
     def dataset() -> Iterator[list[np.ndarray]]:
-        for count, image in enumerate(images, 1):
-            if count % _PROGRESS_EVERY == 0 or count == len(images):
-                print(f"ssdkit export: calibrating, {count}/{len(images)} images", file=sys.stderr)
+        for count, image in enumerate(progress(images, "calibrating"), 1):
             tensor = preprocess(image, spec.preprocessing)[0]
             if count == 1:
                 tensor[0, 0, :2] = extremes[0, 0]
@@ -286,7 +285,7 @@ def export_tflite_variants(
     for options in variants:
         target = Path(out_dir) / options.file_name(spec.name)
         detail = f", calibrating on {len(calibration)} images" if options.quant == "int8" else ""
-        print(f"ssdkit export: converting to {target.name}{detail}", file=sys.stderr)
+        log.info(f"converting to {target.name}{detail}")
         model = _convert(loaded.signatures["raw"], spec, options, calibration)
         if options.nms:
             # The converter drops detections_per_class (see tflite_flatbuffer.py).

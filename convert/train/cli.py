@@ -1,13 +1,12 @@
 """``ssdkit train``."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON or VOC data (default: synthetic shapes)")
-    train.add_argument("--model", help="zoo name (default: the checkpoint's with --weights, else ssd_mnv2)")
+    train.add_argument("--model", help="zoo name (default: the --weights checkpoint's model, else ssd_mnv2)")
     train.add_argument("--data", help="training data: COCO JSON or VOC folder or VOC split file "
                        "(ImageSets/Main/NAME.txt) (default: the built-in synthetic train split)")
     train.add_argument("--val-data", help="validation data: COCO JSON or VOC folder or VOC split file "
@@ -15,7 +14,7 @@ def register(subparsers) -> None:
     train.add_argument("--skip-broken", action="store_true",
                        help="skip images with broken annotations (each one warned about) instead of stopping")
     train.add_argument("--out", help="output folder (default build/train/MODEL)")
-    train.add_argument("--weights", help="start from this ssdkit checkpoint (.npz, or an `ssdkit import` folder)")
+    train.add_argument("--weights", help="start from this ssdkit checkpoint (.npz, or an `ssdkit import` folder; it knows its model: no --model needed)")
     train.add_argument("--labels", help="with --weights: train these classes (a labels file, one per line) instead of "
                                         "the checkpoint's; only the class head starts afresh")
     train.add_argument("--num-classes", type=int, help="with --weights: train N classes named class_1..class_N "
@@ -39,11 +38,10 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ssdkit.datasets.reader import read_dataset
     from ssdkit.datasets.synth import default_split
 
-    from ..checkpoint import checkpoint_config, model_from_weights, prepare_model
+    from ..checkpoint import prepare_model, read_checkpoint, resolve_model
     from .loop import TrainConfig, train
 
     if args.labels and args.num_classes:
@@ -53,11 +51,12 @@ def _train(args) -> int:
                          "(without it the classes come from the training data)")
     new_labels = _read_labels(args.labels) if args.labels else (
         tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
-    args.model = args.model or model_from_weights(args.weights)
+    model_name = resolve_model(args.model, args.weights)
+    checkpoint = read_checkpoint(args.weights) if args.weights else None  # a bad file fails before the data is read
     train_path = Path(args.data) if args.data else default_split("train") / "annotations.json"
     val_path = Path(args.val_data) if args.val_data else (None if args.data else default_split("val") / "annotations.json")
     # Fine-tuning a checkpoint: its classes (or the new ones) decide the class ids, matched to the data by name.
-    wanted = new_labels or (_checkpoint_labels(checkpoint_config(args.weights)) if args.weights else None)
+    wanted = new_labels or (checkpoint.definition.spec.labels if checkpoint else None)
     train_data = read_dataset(train_path, wanted, skip_broken=args.skip_broken)
     val_data = read_dataset(val_path, train_data.labels, args.skip_broken) if val_path else None
     size = (args.input_size, args.input_size) if args.input_size else None
@@ -69,19 +68,13 @@ def _train(args) -> int:
     labels = new_labels if args.weights else train_data.labels
 
     def build():
-        return prepare_model(args.model, args.weights, width=args.width, input_size=size, labels=labels,
+        return prepare_model(model_name, checkpoint, width=args.width, input_size=size, labels=labels,
                              backbone_weights=args.backbone_weights, seed=args.seed, new_classes=bool(new_labels))
 
-    out = Path(args.out or f"build/train/{args.model}")
+    out = Path(args.out or f"build/train/{checkpoint.definition.name if checkpoint else model_name}")
     history = train(build, train_data, val_data, out, config, args.strategy, args.resume)
     print(history["checkpoint"])
     return 0
-
-
-def _checkpoint_labels(config) -> tuple[str, ...]:
-    from ..zoo import coco_labels
-
-    return config.labels if config.labels is not None else coco_labels()
 
 
 def _read_labels(path: str) -> tuple[str, ...]:

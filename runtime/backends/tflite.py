@@ -130,7 +130,7 @@ class TFLiteBackend(Backend):
     def postprocess_op_outputs(self) -> tuple[str, ...] | None:
         # The op's output list is (boxes, classes, scores, count) whatever
         # order the converter gave the model's outputs, so the graph answers
-        # what tensor names and output order cannot (see outputs.py).
+        # what tensor names and output order cannot (see roles.py).
         # _get_ops_details is private but present in every interpreter
         # since TF 2.5; without it the caller falls back to heuristics.
         ops_details = getattr(self._interpreter, "_get_ops_details", None)

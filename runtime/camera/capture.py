@@ -12,8 +12,8 @@ file ends the loop at its end.
 """
 from __future__ import annotations
 
+import logging
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +22,8 @@ from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 MAX_BACKOFF = 30.0  # seconds; a camera unplugged for hours is polled at least this often
@@ -226,7 +228,7 @@ class Capture(threading.Thread):
             return False
         delay = min(self.retry_delay * 2 ** (self._failures - 1), MAX_BACKOFF)
         limit = f"/{self.max_retries}" if self.max_retries is not None else ""
-        _report(f"source {self.source.text}: {reason}; retry {self._failures}{limit} in {delay:g} s")
+        log.warning(f"source {self.source.text}: {reason}; retry {self._failures}{limit} in {delay:g} s")
         return not self._stopping.wait(delay)
 
     def _stream(self, reader: Reader, index: int) -> int:
@@ -240,7 +242,7 @@ class Capture(threading.Thread):
                 if image is None:
                     return index
                 if self._failures:
-                    _report(f"source {self.source.text}: back after {_retries(self._failures)}")
+                    log.info(f"source {self.source.text}: back after {_retries(self._failures)}")
                     self._failures = 0
                 if not self.source.live and not self.lossless:  # frame k is due at k periods from the start
                     wait = started + paced * period - time.monotonic()
@@ -260,6 +262,3 @@ class Capture(threading.Thread):
 def _retries(count: int) -> str:
     return f"{count} {'retry' if count == 1 else 'retries'}"
 
-
-def _report(message: str) -> None:
-    print(f"ssdkit camera: {message}", file=sys.stderr, flush=True)

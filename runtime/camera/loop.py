@@ -4,8 +4,8 @@ thread starts), signals turned into a clean stop, statistics printed.
 """
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -16,6 +16,8 @@ from .mjpeg import MjpegServer, parse_address
 from .outputs import JsonlOutput, Outputs, VideoOutput, WindowOutput
 from .pipeline import Pipeline
 from .stats import LoopStats, format_stats
+
+log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -56,11 +58,11 @@ def run_loop(config: LoopConfig) -> dict:
         with _stop_on_signals(pipeline):
             pipeline.start()
             while not pipeline.wait(config.stats_every or None):
-                _report(format_stats(stats.snapshot()))
+                log.info(format_stats(stats.snapshot()))
             try:
                 pipeline.join()
             finally:
-                _report(f"done: {format_stats(stats.snapshot())}")
+                log.info(f"done: {format_stats(stats.snapshot())}")
     return stats.snapshot()
 
 
@@ -74,7 +76,7 @@ def _outputs(config: LoopConfig, stats: LoopStats, stop: Callable[[], None]) -> 
             outputs.window = WindowOutput(stop)
         if config.serve:
             outputs.server = MjpegServer(*parse_address(config.serve), stats=stats.snapshot)
-            _report(f"serving {outputs.server.url} (stream: {outputs.server.url}stream.mjpg)")
+            log.info(f"serving {outputs.server.url} (stream: {outputs.server.url}stream.mjpg)")
         if config.jsonl:
             outputs.jsonl = JsonlOutput(config.jsonl)
     except BaseException:
@@ -104,9 +106,6 @@ class _stop_on_signals:
     def _handle(self, signum: int, frame) -> None:
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        _report(f"{signal.Signals(signum).name}: stopping after the current frame (again: stop at once)")
+        log.info(f"{signal.Signals(signum).name}: stopping after the current frame (again: stop at once)")
         self._pipeline.stop()
 
-
-def _report(message: str) -> None:
-    print(f"ssdkit camera: {message}", file=sys.stderr, flush=True)

@@ -107,8 +107,7 @@ def record(result: Result, seconds: dict[str, float]) -> dict:
     return {
         "frame": result.frame.index,
         "timestamp": round(result.frame.timestamp, 4),
-        "detections": [{"box": [round(v, 2) for v in d.box], "label": d.label, "class_id": d.class_id,
-                        "score": round(d.score, 4)} for d in result.detections],
+        "detections": [d.to_dict() for d in result.detections],
         "timings_ms": {stage: round(value * 1000, 2) for stage, value in seconds.items()},
     }
 

@@ -75,7 +75,7 @@ def test_tf1_folder_imports_with_parity(v2_import):
     assert [row.photo for row in report.rows] == ["astronaut", "coffee", "chelsea"]
     spec = v2_import.model.spec
     assert spec.name == "ssd_mnv2_odapi" and spec.input_size == (96, 96) and spec.labels == ("cat", "dog", "bird")
-    assert v2_import.model.config.width == 0.25
+    assert v2_import.model.definition.width == 0.25
     # A network of another seed is far from the source: the comparison can fail.
     from ssdkit.convert.odapi.parity import compare
 
@@ -93,16 +93,23 @@ def test_tf1_folder_imports_with_parity(v2_import):
         v2_import.model.keras_model.set_weights(other)
 
 
-def test_import_folder_is_a_checkpoint_for_export_and_fine_tuning(v2_import, tmp_path):
-    from ssdkit.convert.checkpoint import prepare_model
+def test_import_folder_is_a_checkpoint_for_export_and_fine_tuning(v2_import, v2_source, tmp_path):
+    from ssdkit.convert.checkpoint import prepare_model, read_checkpoint
     from ssdkit.convert.odapi.importer import write_import
+    from ssdkit.convert.odapi.parity import export_spec
 
     out = write_import(v2_import, tmp_path / "imported")
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "labels.txt", "parity.json", "parity.md",
                                                       "source.json"]
     assert json.loads((out / "parity.json").read_text())["passed"]
+    # A version 2 checkpoint: the OD API-exact definition (architecture with the source's own
+    # settings, spec) and where it came from, so export and train need no --model.
+    checkpoint = read_checkpoint(out)
+    assert checkpoint.version == 2 and checkpoint.definition == v2_import.model.definition
+    assert checkpoint.definition.architecture.variant == "odapi"
+    assert checkpoint.meta["source"]["tf_version"] == 1 and checkpoint.meta["source"]["zoo_entry"] == "ssd_mnv2_odapi"
     model = prepare_model(None, out)
-    assert model.spec == v2_import.model.spec
+    assert model.definition == v2_import.model.definition
     x = np.random.default_rng(0).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
     a, b = model.keras_model(x), v2_import.model.keras_model(x)
     assert np.array_equal(a["class_predictions"].numpy(), b["class_predictions"].numpy())
@@ -115,6 +122,14 @@ def test_import_folder_is_a_checkpoint_for_export_and_fine_tuning(v2_import, tmp
             assert new[w.name].shape[-1] == 3 * 3 or new[w.name].shape != w.shape
         else:
             assert np.array_equal(new[w.name], w.numpy()), w.name
+    # The command line: export from the folder alone (no --model, no NMS flags), then the export
+    # against the OD API source it came from.
+    exported = tmp_path / "exported"
+    assert main(["export", "--weights", str(out), "--format", "savedmodel", "--out", str(exported)]) == 0
+    spec = export_spec(exported)
+    for field in ("name", "input_size", "anchors", "box_coder", "postprocessing", "labels"):
+        assert getattr(spec, field) == getattr(v2_import.model.spec, field), field
+    assert main(["verify", "--against", str(v2_source), str(exported)]) == 0
     # Writing again over an earlier import is allowed; over a user's folder it is not.
     write_import(v2_import, out)
     user = tmp_path / "mine"
@@ -135,7 +150,7 @@ def test_lone_frozen_graph_recovers_architecture_and_anchors(v2_source, tmp_path
     assert spec.anchors == MultipleGridAnchors() and spec.input_size == (96, 96)
     assert spec.labels == ("class_1", "class_2", "class_3")
     assert any(issubclass(w.category, LabelsWarning) for w in recwarn)
-    assert imported.model.config.width == 0.25 and imported.parity.relative < 1e-4
+    assert imported.model.definition.width == 0.25 and imported.parity.relative < 1e-4
     assert "recovered from the graph" in " ".join(imported.notes)
     assert spec.box_coder.scales == (10.0, 10.0, 5.0, 5.0)
     # --labels names them.
@@ -219,7 +234,11 @@ def test_errors_are_one_line_exit_2_and_write_nothing(v2_source, tmp_path, capsy
     truncated.parent.mkdir()
     truncated.write_bytes((v2_source / "frozen_inference_graph.pb").read_bytes()[:3000])
     code, _, err = _cli(["import", str(truncated), "--out", str(out)], capsys)
-    assert code == 2 and "truncated" in err and str(truncated) in err and len(err.strip().splitlines()) == 1
+    errors = [line for line in err.splitlines() if line.startswith("ssdkit import: error:")]
+    assert code == 2 and len(errors) == 1 and "truncated" in errors[0] and str(truncated) in errors[0]
+    assert err.strip().splitlines()[-1] == errors[0]  # progress messages come before it, nothing after
+    code, _, err = _cli(["-q", "import", str(truncated), "--out", str(out)], capsys)
+    assert code == 2 and err.strip().splitlines() == errors  # -q: the error line alone
 
     # Not an SSD: a graph without a MobileNet feature extractor.
     import tensorflow as tf
@@ -343,14 +362,14 @@ def test_more_tf1_architectures_import_exactly(kind, entry, width, tf1_sources, 
     source = tf1_sources(kind)
     imported = import_model(str(source), progress=False)
     report = imported.parity
-    assert imported.model.spec.name == entry and imported.model.config.width == width
+    assert imported.model.spec.name == entry and imported.model.definition.width == width
     assert report.relative < 1e-4 and all(r.top_identical for r in report.rows), report.table()
     lone = tmp_path / "frozen_inference_graph.pb"
     shutil.copy(source / "frozen_inference_graph.pb", lone)
     recovered = import_model(str(lone), labels_file=("a", "b", "c"), progress=False)
-    assert recovered.model.spec.name == entry and recovered.model.config.width == width
+    assert recovered.model.spec.name == entry and recovered.model.definition.width == width
     assert recovered.model.spec.anchors == imported.model.spec.anchors
-    assert dict(recovered.model.config.architecture or ()) == dict(imported.model.config.architecture or ())
+    assert recovered.model.definition.architecture == imported.model.definition.architecture
     assert recovered.parity.relative < 1e-4
     if kind == "ssdlite_mobilenet_v3_large":
         _check_v3_large_detection_channels(imported.model.keras_model)
@@ -413,8 +432,8 @@ def test_tf2_fpnlite_imports_with_savedmodel_parity(tmp_path):
     report = imported.parity
     assert report.source_kind == "the TF2 SavedModel"
     assert report.relative < 1e-4 and all(r.top_identical for r in report.rows), report.table()
-    spec, config = imported.model.spec, imported.model.config
+    spec, arch = imported.model.spec, imported.model.definition.architecture
     assert spec.name == "ssd_mnv2_fpnlite_odapi" and spec.labels == ("thing1", "thing2", "thing3")
     assert spec.num_anchors == (64 + 16 + 4 + 1 + 1) * 6
-    assert dict(config.architecture)["tower_layers"] == 2
+    assert arch.tower_layers == 2
     assert "labels: label_map.txt (named in pipeline.config)" in imported.notes

@@ -23,7 +23,9 @@ from ssdkit.convert.onnx.savedmodel2onnx import export_onnx  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.boxes import iou_matrix  # noqa: E402
 from ssdkit.runtime.model_files import read_spec  # noqa: E402
-from ssdkit.runtime.postprocess import batched_nms, decode_boxes, sigmoid  # noqa: E402
+from ssdkit.runtime.box_coder import decode_center_size  # noqa: E402
+from ssdkit.runtime.decoder import sigmoid  # noqa: E402
+from ssdkit.runtime.nms import batched_nms  # noqa: E402
 from ssdkit.runtime.preprocess import preprocess  # noqa: E402
 
 DETECTIONS = ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
@@ -122,7 +124,7 @@ def identity_raw_model(anchors: int, classes: int) -> onnx.ModelProto:
 
 def shared_nms(encodings, logits, spec, post):
     """The runtime's per-class NMS on one image's raw outputs, capped as the OD API caps it."""
-    boxes = decode_boxes(encodings, spec.anchors_center_size(), spec.box_coder.scales)
+    boxes = decode_center_size(encodings, spec.anchors_center_size(), spec.box_coder.scales)
     scores = sigmoid(logits)[:, 1:]
     anchor_ids, class_ids = np.nonzero(scores >= post.score_threshold)
     kept = batched_nms(boxes[anchor_ids], scores[anchor_ids, class_ids], class_ids, post.iou_threshold,

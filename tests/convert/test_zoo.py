@@ -32,7 +32,7 @@ def test_network_outputs_match_spec(name):
     from ssdkit.convert.models.ssd import build_model
 
     size = 128 if "fpn" in name else 96
-    model = build_model(ModelConfig(name, width=0.5, input_size=(size, size), labels=("a", "b", "c")))
+    model = build_model(ModelConfig(name, width=0.5, input_size=(size, size), labels=("a", "b", "c")).definition())
     image = np.random.default_rng(0).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
     out = model.keras_model(image, training=False)
     assert out["box_encodings"].shape == (2, model.spec.num_anchors, 4)
@@ -69,5 +69,5 @@ def test_bad_configs_are_rejected(config, message):
 def test_spec_rejects_unknown_fields():
     data = model_spec(ModelConfig("ssd_mnv2")).to_dict()
     data["preprocessing"]["gamma"] = 2.2
-    with pytest.raises(ValueError, match=r"unknown Preprocessing field\(s\) \['gamma'\]"):
+    with pytest.raises(ValueError, match=r"unknown preprocessing field\(s\) \['gamma'\]"):
         ModelSpec.from_dict(data)

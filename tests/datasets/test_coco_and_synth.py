@@ -59,9 +59,9 @@ def test_broken_records_raise_or_are_skipped_with_a_warning(coco, change, messag
 
 
 def test_synthetic_dataset_is_deterministic_and_varied(tmp_path):
-    a = generate(tmp_path / "a", 12, seed=3, size=128, quiet=True)
-    b = generate(tmp_path / "b", 12, seed=3, size=128, quiet=True)
-    c = generate(tmp_path / "c", 12, seed=4, size=128, quiet=True)
+    a = generate(tmp_path / "a", 12, seed=3, size=128)
+    b = generate(tmp_path / "b", 12, seed=3, size=128)
+    c = generate(tmp_path / "c", 12, seed=4, size=128)
     assert (a / "annotations.json").read_bytes() == (b / "annotations.json").read_bytes()
     assert (a / "images" / "000005.jpg").read_bytes() == (b / "images" / "000005.jpg").read_bytes()
     assert (a / "images" / "000005.jpg").read_bytes() != (c / "images" / "000005.jpg").read_bytes()

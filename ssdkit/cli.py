@@ -5,6 +5,9 @@ imports (TensorFlow, OpenCV) inside the handlers, so ``ssdkit detect`` on a
 device never loads the converter. Handlers raise ``ValueError``,
 ``RuntimeError`` or ``OSError`` for user-facing failures; ``main`` turns them
 into one line on stderr and exit code 2 (``SSDKIT_DEBUG=1`` shows the traceback).
+Argument errors are one line too (``ArgumentParser.error``), and numbers are
+checked against ``ssdkit.runtime.limits`` while parsing: both before any
+handler imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -37,8 +40,18 @@ _EXTRA_FOR_MODULE = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: "ssdkit detect: error: argument
+    --threshold: score threshold must be a number from 0 to 1, got 2" and
+    exit code 2, without the usage block (``--help`` shows it). Subcommand
+    parsers inherit the class (``add_subparsers`` uses the parent's type)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssdkit", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="ssdkit", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in _COMMAND_MODULES:
         try:

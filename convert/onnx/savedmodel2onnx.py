@@ -25,16 +25,9 @@ import tensorflow as tf
 from ssdkit.runtime.spec import ModelSpec, OutputRoles
 
 from .files import one_line, write_onnx
+from .options import DEFAULT_OPSET, check_opset
 
-DEFAULT_OPSET = 17
-SUPPORTED_OPSETS = range(13, 18)
 RAW_ROLES = OutputRoles("raw", (("box_encodings", "box_encodings"), ("class_predictions", "class_predictions")))
-
-
-def check_opset(opset: int) -> int:
-    if opset not in SUPPORTED_OPSETS:
-        raise ValueError(f"opset {opset} is not supported, expected {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}")
-    return opset
 
 
 def raw_file_name(model_name: str) -> str:

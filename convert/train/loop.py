@@ -21,7 +21,7 @@ import tf_keras as keras
 
 from ssdkit.datasets.records import Dataset
 from ssdkit.evaluation.metrics import coco_map
-from ssdkit.runtime import postprocess
+from ssdkit.runtime import limits, postprocess
 from ssdkit.runtime.preprocess import preprocess
 
 from ..checkpoint import save_checkpoint
@@ -47,6 +47,11 @@ class TrainConfig:
     freeze_backbone: bool = False
     augment: bool = True
     checkpoint_dtype: str = "float16"
+
+    def __post_init__(self):
+        limits.check(steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                     warmup_steps=self.warmup_steps, checkpoint_every=self.checkpoint_every,
+                     eval_every=self.eval_every, eval_images=self.eval_images, seed=self.seed)
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):

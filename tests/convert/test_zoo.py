@@ -54,8 +54,11 @@ def test_non_square_input_keeps_square_anchors_square():
 
 @pytest.mark.parametrize("config, message", [
     (ModelConfig("ssd_mnv2_fpnlite", input_size=(300, 300)), "must be a multiple of 32"),
-    (ModelConfig("ssd_mnv2", input_size=(16, 16)), "at least 32"),
-    (ModelConfig("ssd_mnv2", width=0.0), "width multiplier"),
+    (ModelConfig("ssd_mnv2", input_size=(16, 16)), "each side must be from 32 to 1280"),
+    (ModelConfig("ssd_mnv2", input_size=(320, 10000)), "each side must be from 32 to 1280"),
+    (ModelConfig("ssd_mnv2", width=0.0), "width multiplier must be a number from 0.1 to 2, got 0"),
+    (ModelConfig("ssd_mnv2", labels=tuple(f"c{i}" for i in range(2001))),
+     "number of classes must be an integer from 1 to 2000, got 2001"),
     (ModelConfig("ssd_mnv9"), "unknown model 'ssd_mnv9'"),
 ])
 def test_bad_configs_are_rejected(config, message):

@@ -31,7 +31,7 @@ PALETTE: tuple[RGB, ...] = (
     (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128),
 )
 LINE_FRACTION = 1 / 400  # line width: this share of the shorter side, at least 2 px
-TEXT_FRACTION = 1 / 36  # text height (cap to descender): this share of the shorter side, at least 11 px
+TEXT_FRACTION = 1 / 30  # text height (cap to descender): this share of the shorter side, at least 12 px
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class Style:
     @classmethod
     def for_image(cls, height: int, width: int) -> "Style":
         side = min(height, width)
-        text = max(11, round(side * TEXT_FRACTION))
+        text = max(12, round(side * TEXT_FRACTION))
         return cls(line=max(2, round(side * LINE_FRACTION)), text=text, pad=max(1, text // 6))
 
 
@@ -187,18 +187,19 @@ def _painter(engine: str | None, image: np.ndarray, channels: str):
 
 
 class _CV2Painter:
-    FONT_HEIGHT_AT_1 = 22  # FONT_HERSHEY_SIMPLEX: cap height plus descender at scale 1, in pixels
+    CAP = 0.8  # cap height as a share of the text height (Pillow's default font: about the same)
 
     def __init__(self, cv2, image: np.ndarray, channels: str):
         self.cv2, self.bgr = cv2, channels == "bgr"
         self.canvas = np.ascontiguousarray(image).copy()
+        (_, self._cap_at_1), _ = cv2.getTextSize("A", cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
 
     def _colour(self, rgb: RGB) -> tuple[int, int, int]:
         return tuple(int(c) for c in (rgb[::-1] if self.bgr else rgb))
 
     def _font(self, text_height: int) -> tuple[float, int]:
-        scale = text_height / self.FONT_HEIGHT_AT_1
-        return scale, max(1, round(scale * 1.6))
+        scale = self.CAP * text_height / self._cap_at_1
+        return scale, max(1, round(scale * 1.8))
 
     def rectangle(self, corners, colour: RGB, line: int) -> None:
         x0, y0, x1, y1 = (int(round(v)) for v in corners)
@@ -209,16 +210,17 @@ class _CV2Painter:
         self.cv2.polylines(self.canvas, [pts], closed, self._colour(colour), line, self.cv2.LINE_AA)
 
     def text_size(self, text: str, text_height: int) -> tuple[int, int]:
+        """(width of ``text``, ``text_height``): every label of a size is as tall."""
         scale, thickness = self._font(text_height)
-        (w, h), baseline = self.cv2.getTextSize(text, self.cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        return w, h + baseline
+        (w, _), _ = self.cv2.getTextSize(text, self.cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        return w, text_height
 
     def label(self, rect, text: str, colour: RGB, style: Style) -> None:
         x0, y0, x1, y1 = rect
         self.cv2.rectangle(self.canvas, (x0, y0), (x1 - 1, y1 - 1), self._colour(colour), -1)
         scale, thickness = self._font(style.text)
-        (_, h), baseline = self.cv2.getTextSize(text, self.cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        self.cv2.putText(self.canvas, text, (x0 + style.pad, y0 + style.pad + h), self.cv2.FONT_HERSHEY_SIMPLEX,
+        baseline = y0 + style.pad + round(self.CAP * style.text)  # descenders use the rest
+        self.cv2.putText(self.canvas, text, (x0 + style.pad, baseline), self.cv2.FONT_HERSHEY_SIMPLEX,
                          scale, self._colour(_text_colour(colour)), thickness, self.cv2.LINE_AA)
 
     def result(self) -> np.ndarray:
@@ -256,17 +258,20 @@ class _PILPainter:
         self.draw.line(pts + pts[:1] if closed else pts, fill=tuple(colour), width=line, joint="curve")
 
     def text_size(self, text: str, text_height: int) -> tuple[int, int]:
+        """(width of ``text``, the font's height): every label of a size is as tall."""
         font = self._font(text_height)
-        if font is not None:
-            left, top, right, bottom = font.getbbox(text)
-            return right - left, bottom - top
-        w, h = self._bitmap_size(text)
-        factor = text_height / max(h, 1)
-        return round(w * factor), text_height
+        if font is None:  # the bitmap font, scaled from its own height to ``text_height``
+            font, factor = self.ImageFont.load_default(), text_height / self._line_box(self.ImageFont.load_default())[3]
+        else:
+            factor = 1.0
+        left, _, right, _ = font.getbbox(text)
+        return round((right - left) * factor), round(self._line_box(font)[3] * factor)
 
-    def _bitmap_size(self, text: str) -> tuple[int, int]:
-        left, top, right, bottom = self.ImageFont.load_default().getbbox(text)
-        return right - left, bottom - top
+    @staticmethod
+    def _line_box(font) -> tuple[int, int, int, int]:
+        """(left, top, 0, height) of the font's tallest letters and deepest descender."""
+        left, top, _, bottom = font.getbbox("Ag")
+        return left, top, 0, max(bottom - top, 1)
 
     def label(self, rect, text: str, colour: RGB, style: Style) -> None:
         x0, y0, x1, y1 = rect
@@ -274,16 +279,17 @@ class _PILPainter:
         ink = _text_colour(colour)
         font = self._font(style.text)
         if font is not None:
-            left, top, _, _ = font.getbbox(text)
+            _, top, _, _ = self._line_box(font)
+            left = font.getbbox(text)[0]
             self.draw.text((x0 + style.pad - left, y0 + style.pad - top), text, fill=ink, font=font)
             return
         bitmap = self.ImageFont.load_default()
-        left, top, right, bottom = bitmap.getbbox(text)
-        mask = self.Image.new("L", (max(right - left, 1), max(bottom - top, 1)), 0)
+        _, top, _, height = self._line_box(bitmap)
+        left, _, right, _ = bitmap.getbbox(text)
+        mask = self.Image.new("L", (max(right - left, 1), height), 0)
         self.ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=bitmap)
         size = (max(x1 - x0 - 2 * style.pad, 1), max(y1 - y0 - 2 * style.pad, 1))
-        mask = mask.resize(size, self.Image.BILINEAR)
-        self.img.paste(ink, (x0 + style.pad, y0 + style.pad), mask)
+        self.img.paste(ink, (x0 + style.pad, y0 + style.pad), mask.resize(size, self.Image.BILINEAR))
 
     def result(self) -> np.ndarray:
         array = np.asarray(self.img)

@@ -168,3 +168,12 @@ def test_errors_found_after_parsing_come_before_tensorflow(cli_in_fresh_process,
         assert result["code"] == 2 and len(lines) == 1 and message in lines[0], (argv, lines)
         assert not TENSORFLOW & set(result["heavy"]), (argv, result["heavy"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.json", "file"]  # nothing written
+
+
+def test_the_readme_table_says_every_range():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f"| {limit.words} | {limit.span()} |" for limit in LIMITS.values()
+               if f"| {limit.words} | {limit.span()} |" not in readme]
+    assert not missing, missing

@@ -71,3 +71,23 @@ def test_spec_rejects_unknown_fields():
     data["preprocessing"]["gamma"] = 2.2
     with pytest.raises(ValueError, match=r"unknown Preprocessing field\(s\) \['gamma'\]"):
         ModelSpec.from_dict(data)
+
+
+def test_stored_costs_cover_the_zoo():
+    from ssdkit.convert.zoo import zoo_costs
+
+    costs = zoo_costs()
+    assert set(costs) == set(ZOO)  # a new zoo entry needs `make zoo-costs`
+    assert all(c["params"] > 1e6 and c["macs"] > 1e8 for c in costs.values())
+
+
+def test_stored_costs_are_what_a_built_network_counts():
+    """`ssdkit models` prints stored numbers; rebuild one network (the
+    quickest) to prove they are its own. `make zoo-costs` rewrites them all."""
+    pytest.importorskip("tf_keras")
+    from ssdkit.convert.models.flops import count_macs
+    from ssdkit.convert.models.ssd import build_model
+    from ssdkit.convert.zoo import zoo_costs
+
+    keras_model = build_model(ModelConfig("ssdlite_mnv3_small")).keras_model
+    assert zoo_costs()["ssdlite_mnv3_small"] == {"params": keras_model.count_params(), "macs": count_macs(keras_model)}

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON or VOC data (default: synthetic shapes)")
     train.add_argument("--model", default="ssd_mnv2", help="zoo name (default ssd_mnv2)")
     train.add_argument("--data", help="training data: COCO JSON or VOC folder or VOC split file "
-                       "(ImageSets/Main/NAME.txt) (default: the built-in synthetic train split)")
+                       "(ImageSets/Main/NAME.txt) (default: the built-in synthetic train split); its classes are "
+                       "the model's: COCO categories in category-id order, VOC names sorted")
     train.add_argument("--val-data", help="validation data: COCO JSON or VOC folder or VOC split file "
                        "(default: the synthetic validation split)")
     train.add_argument("--skip-broken", action="store_true",

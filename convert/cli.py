@@ -140,7 +140,7 @@ def _export(args) -> int:
         model_spec(ModelConfig(args.model, width=args.width or 1.0, input_size=args.input_size, labels=labels))
     onnx = args.format == "onnx"
     tflite = TFLiteOptions(
-        quant=("fp32" if onnx else args.quant) or "int8", io=args.io, nms=not args.no_nms,
+        quant=args.quant or "int8", io=args.io, nms=not args.no_nms,
         regular_nms=args.regular_nms, max_detections=args.max_detections, score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold, detections_per_class=args.detections_per_class, edgetpu=args.edgetpu,
         keep_float=args.keep_float if isinstance(args.keep_float, tuple) else (),

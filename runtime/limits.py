@@ -106,8 +106,33 @@ class LimitArg:
         return f"LimitArg({self.limit.words!r})"
 
 
+class InputSizeArg(LimitArg):
+    """argparse ``type`` for ``N`` or ``HxW``: (height, width), each side
+    within ``LIMITS["input_side"]``."""
+
+    def __init__(self):
+        super().__init__(LIMITS["input_side"])
+        self.__name__ = "input size"
+
+    def __call__(self, text: str) -> tuple[int, int]:
+        parts = text.lower().split("x")
+        if len(parts) not in (1, 2):
+            raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW")
+        try:
+            sides = [int(part) for part in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW") from None
+        for side in sides:
+            if not self.limit.accepts(side):
+                raise argparse.ArgumentTypeError(f"input size {text}: each side must be {self.limit.describe()}")
+        return (sides[0], sides[-1])
+
+
 SEED_MAX = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit
 
+# The upper bounds are guards, not tuning: each is far above any real use
+# (SSD models keep 100 detections, train with batches of 16 to 128) and far
+# below what would exhaust memory or run for days on a typo.
 LIMITS: dict[str, Limit] = {
     # detection
     "score_threshold": Limit("score threshold", float, 0.0, 1.0),
@@ -122,8 +147,8 @@ LIMITS: dict[str, Limit] = {
     "seed": Limit("seed", int, 0, SEED_MAX),
     # export
     "calib_samples": Limit("calibration sample count", int, 1, 10000),
-    "max_map_drop": Limit("mAP drop budget", float, 0.0, 100.0),
-    "opset": Limit("ONNX opset", int, 13, 17),
+    "max_map_drop": Limit("mAP drop budget", float, -100.0, 100.0),  # negative: int8 must gain that much
+    "opset": Limit("ONNX opset", int, 13, 17),  # why these: convert/onnx/options.py
     # training
     "steps": Limit("step count", int, 1, 100_000_000),
     "batch_size": Limit("batch size", int, 1, 1024),
@@ -172,25 +197,3 @@ def _number(value) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         return str(int(value))
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-class InputSizeArg(LimitArg):
-    """argparse ``type`` for ``N`` or ``HxW``: (height, width), each side
-    within ``LIMITS["input_side"]``."""
-
-    def __init__(self):
-        super().__init__(LIMITS["input_side"])
-        self.__name__ = "input size"
-
-    def __call__(self, text: str) -> tuple[int, int]:
-        parts = text.lower().split("x")
-        if len(parts) not in (1, 2):
-            raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW")
-        try:
-            sides = [int(part) for part in parts]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW") from None
-        for side in sides:
-            if not self.limit.accepts(side):
-                raise argparse.ArgumentTypeError(f"input size {text}: each side must be {self.limit.describe()}")
-        return (sides[0], sides[-1])

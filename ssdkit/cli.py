@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or an argument error (2, its line printed): a code like any other
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"ssdkit {args.command}: warning: {message}", file=sys.stderr)

@@ -98,3 +98,19 @@ def test_a_rerun_into_the_same_out_replaces_its_own_outputs_without_compounding(
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".jsonl"} == \
         {name: data for name, data in first.items() if not name.endswith(".jsonl")}
     assert {p.name: p.read_bytes() for p in photos.iterdir() if p.is_file()} == before
+
+
+def test_without_opencv_pillow_reads_and_annotates(model, tmp_path, monkeypatch, capsys):
+    """A device with Pillow only (Raspberry Pi OS without python3-opencv)."""
+    from PIL import Image
+
+    monkeypatch.setitem(__import__("sys").modules, "cv2", None)  # what `import cv2` meets without the package
+    photos = tmp_path / "photos"
+    before = _photos(photos, names=("a.png",))
+    out = tmp_path / "out"
+    assert main(["detect", str(model), str(photos), "--threshold", "0", "--out", str(out)]) == 0
+    annotated = np.asarray(Image.open(out / "a.png").convert("RGB"))
+    original = np.asarray(Image.open(photos / "a.png").convert("RGB"))
+    assert annotated.shape == original.shape and (annotated != original).any()  # boxes and labels drawn
+    assert (photos / "a.png").read_bytes() == before["a.png"]
+    assert "1 images" in capsys.readouterr().err

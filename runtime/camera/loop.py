@@ -12,6 +12,7 @@ from typing import Callable
 
 from ssdkit.fileio import check_not_inputs
 
+from .. import limits
 from ..detector import Detector
 from .capture import Capture, FrameSlot, check_video_file, parse_source
 from .mjpeg import MjpegServer, parse_address
@@ -42,6 +43,10 @@ class LoopConfig:
     file_pace: str = "realtime"
     max_retries: int | None = None
     retry_delay: float = 0.5
+
+    def __post_init__(self):
+        limits.check(score_threshold=self.threshold, threads=self.threads, frames=self.max_frames,
+                     stats_every=self.stats_every, retries=self.max_retries, retry_delay=self.retry_delay)
 
 
 def run_loop(config: LoopConfig) -> dict:

@@ -88,6 +88,32 @@ def test_random_out_of_range_values_are_exit_2_before_tensorflow(cli_in_fresh_pr
         assert lines[0].startswith(f"ssdkit {' '.join(words)}: error: argument {option}: "), (argv, lines)
         assert parse.limit.words in lines[0] or "input size" in lines[0], (argv, lines)
         assert not result["heavy"], (argv, result["heavy"])
+    assert not list(tmp_path.iterdir())  # nothing written, not even a temporary folder
+
+
+@pytest.mark.parametrize("argv, message", [
+    # The issue's cases: each once grew memory, ran, or quietly did nothing.
+    (["export", "--input-size", "10000"], "argument --input-size: input size 10000: each side must be an integer "
+                                          "from 32 to 1280"),
+    (["export", "--num-classes", "1000000"], "argument --num-classes: number of classes must be an integer from 1 "
+                                             "to 2000, got 1000000"),
+    (["export", "--num-classes", "0"], "argument --num-classes: number of classes must be an integer from 1 to 2000, "
+                                       "got 0"),
+    (["detect", "m.tflite", "images", "--threshold", "1.5"], "argument --threshold: score threshold must be a number "
+                                                             "from 0 to 1, got 1.5"),
+    (["eval", "m.tflite", "--threshold", "nan"], "argument --threshold: score threshold must be a number from 0 to 1, "
+                                                 "got nan"),
+    (["camera", "m.tflite", "--source", "0", "--threshold", "-0.5"], "argument --threshold: score threshold must be "
+                                                                     "a number from 0 to 1, got -0.5"),
+    (["train", "--batch-size", "0"], "argument --batch-size: batch size must be an integer from 1 to 1024, got 0"),
+    (["train", "--steps", "0"], "argument --steps: step count must be an integer from 1 to 100000000, got 0"),
+    (["train", "--lr", "-0.1"], "argument --lr: learning rate must be a number above 0 and at most 10, got -0.1"),
+])
+def test_the_issues_numbers_are_one_line_errors(cli_in_fresh_process, tmp_path, argv, message):
+    [result] = cli_in_fresh_process([argv], tmp_path)
+    assert result["code"] == 2 and not result["heavy"]
+    assert result["stderr"].splitlines() == [f"ssdkit {argv[0]}: error: {message} (see ssdkit {argv[0]} --help)"]
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("limit_name, text, message", [

@@ -62,6 +62,14 @@ def test_broken_records_raise_or_are_skipped_with_a_warning(coco, change, messag
     assert "skipped 1 of 2 images" in messages[1]  # one warning per image, then the count
 
 
+def test_classes_are_in_category_id_order_not_name_order(coco):
+    root, data = coco
+    data["categories"] = [{"id": 7, "name": "ant"}, {"id": 3, "name": "zebra"}]
+    dataset = read_coco(_write(root, data))
+    assert dataset.labels == ("zebra", "ant")  # ids 3, 7; as README.md says
+    assert list(dataset.records[0].classes) == [1]  # category 7
+
+
 def test_a_category_outside_the_given_labels_is_a_broken_record(coco):
     root, data = coco
     path = _write(root, data)

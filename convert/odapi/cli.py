@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from ssdkit.runtime.limits import arg, span
+
 
 def register(subparsers) -> None:
     from ..cli import _labels
@@ -24,9 +26,9 @@ def register(subparsers) -> None:
                                           "90 for a 90-class model, else class_1..N)")
     command.add_argument("--photos", help="folder of photos for the parity check (default: scikit-image's astronaut, "
                                           "coffee and chelsea)")
-    command.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                         help=f"largest raw-output difference, relative to the source's largest value (default "
-                              f"{DEFAULT_TOLERANCE:g})")
+    command.add_argument("--tolerance", type=arg("parity_tolerance"), default=DEFAULT_TOLERANCE,
+                         help=f"largest raw-output difference, relative to the source's largest value, "
+                              f"{span('parity_tolerance')} (default {DEFAULT_TOLERANCE:g})")
     command.add_argument("--force", action="store_true", help="keep the import even when parity fails (the table is "
                                                               "saved beside it)")
     command.add_argument("--no-progress", action="store_true", help="no progress bars (they are drawn on a terminal unless -q)")
@@ -47,8 +49,6 @@ def _import(args) -> int:
 
     from .importer import ParityFailed, import_model, write_import
 
-    if not args.tolerance > 0:
-        raise ValueError(f"--tolerance {args.tolerance}: expected a positive number")
     labels = args.labels
     out = Path(args.out) if args.out else default_out(args.source)
     check_writable_folder(out)

@@ -12,6 +12,8 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 def register(subparsers) -> None:
+    from ..cli import _labels
+
     train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON or VOC data (default: synthetic shapes)")
     train.add_argument("--model", help="zoo name (default: the --weights checkpoint's model, else ssd_mnv2)")
     train.add_argument("--data", help="training data: COCO JSON or VOC folder or VOC split file "
@@ -23,11 +25,13 @@ def register(subparsers) -> None:
                        help="skip images with broken annotations instead of stopping: one warning names each, "
                             "then one counts them")
     train.add_argument("--out", help="output folder (default build/train/MODEL)")
-    train.add_argument("--weights", help="start from this ssdkit checkpoint (.npz, or an `ssdkit import` folder; it knows its model: no --model needed)")
-    train.add_argument("--labels", help="with --weights: train these classes (a labels file, one per line) instead of "
-                                        "the checkpoint's; only the class head starts afresh")
-    train.add_argument("--num-classes", type=int, help="with --weights: train N classes named class_1..class_N "
-                                                       "instead of the checkpoint's (class head afresh)")
+    train.add_argument("--weights", help="start from this ssdkit checkpoint (.npz, or an `ssdkit import` folder; it "
+                                         "knows its model: no --model needed)")
+    train.add_argument("--labels", type=_labels, help="with --weights: train these classes (a labels file, one per line) "
+                                                      "instead of the checkpoint's; only the class head starts afresh")
+    train.add_argument("--num-classes", type=arg("num_classes"),
+                       help=f"with --weights: train N classes, {span('num_classes')}, named class_1..class_N instead "
+                            "of the checkpoint's (class head afresh)")
     train.add_argument("--backbone-weights", default="auto", help="ImageNet backbone: auto (Keras cache), none, or .h5")
     train.add_argument("--width", type=arg("width"), help=f"width multiplier, {span('width')} (default 1.0)")
     train.add_argument("--input-size", type=arg("input_side"),
@@ -68,7 +72,7 @@ def _train(args) -> int:
     if (args.labels or args.num_classes) and not args.weights:
         raise ValueError("--labels and --num-classes re-initialise a checkpoint's class head: give --weights too "
                          "(without it the classes come from the training data)")
-    new_labels = _read_labels(args.labels) if args.labels else (
+    new_labels = args.labels or (
         tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
     model_name = resolve_model(args.model, args.weights)
     checkpoint = read_checkpoint(args.weights) if args.weights else None  # a bad file fails before the data is read
@@ -107,13 +111,3 @@ def _train(args) -> int:
     history = train(build, train_data, val_data, out, config, args.strategy, args.resume)
     print(history["checkpoint"])
     return 0
-
-
-def _read_labels(path: str) -> tuple[str, ...]:
-    try:
-        labels = tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
-    except OSError as exc:
-        raise OSError(f"{path}: cannot read labels file ({exc.strerror})") from None
-    if not labels:
-        raise ValueError(f"{path}: labels file has no labels")
-    return labels

@@ -8,23 +8,13 @@ from pathlib import Path
 from ssdkit.runtime import limits
 from ssdkit.runtime.limits import arg, span
 
-from .zoo import DEFAULT_MODEL
+from .zoo import DEFAULT_MODEL, labels_arg
 
 
 from .onnx.options import DEFAULT_OPSET
 
 
-def _labels(path: str) -> tuple[str, ...]:
-    try:
-        lines = Path(path).read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise argparse.ArgumentTypeError(f"{path}: cannot read labels file ({getattr(exc, 'strerror', None) or exc})") from None
-    labels = tuple(line.strip() for line in lines if line.strip())
-    if not labels:
-        raise argparse.ArgumentTypeError(f"{path}: labels file has no labels")
-    if len(labels) > limits.MAX_CLASSES:
-        raise argparse.ArgumentTypeError(f"{path}: {limits.LIMITS['num_classes'].error(len(labels))}")
-    return labels
+_labels = labels_arg  # the argparse type of every --labels (convert/odapi/cli.py imports it from here)
 
 
 def _keep_float(text: str) -> str | tuple[str, ...]:

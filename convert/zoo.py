@@ -8,12 +8,14 @@ pipeline configs (``ssd_mobilenet_v1_coco``, ``ssd_mobilenet_v2_coco``,
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Literal
 
 from ssdkit.runtime import limits
@@ -191,6 +193,22 @@ def coco_labels() -> tuple[str, ...]:
     """The 90 COCO category slots (ids 1-90; unused ids are named "???")."""
     text = resources.files("ssdkit.convert").joinpath("data/coco_labels.txt").read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def labels_arg(path: str) -> tuple[str, ...]:
+    """The class names in a labels file (one per line, blank lines skipped),
+    as an argparse ``type``: a file that cannot be read, is empty or has more
+    than ``MAX_CLASSES`` names is an argument error naming the file."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"{path}: cannot read labels file ({getattr(exc, 'strerror', None) or exc})") from None
+    labels = tuple(line.strip() for line in lines if line.strip())
+    if not labels:
+        raise argparse.ArgumentTypeError(f"{path}: labels file has no labels")
+    if len(labels) > limits.MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"{path}: {limits.LIMITS['num_classes'].error(len(labels))}")
+    return labels
 
 
 def zoo_costs() -> dict[str, dict[str, int]]:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from ssdkit.runtime.limits import arg, span
 
+from ..zoo import labels_arg
+
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 def register(subparsers) -> None:
-    from ..cli import _labels
-
     train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON or VOC data (default: synthetic shapes)")
     train.add_argument("--model", help="zoo name (default: the --weights checkpoint's model, else ssd_mnv2)")
     train.add_argument("--data", help="training data: COCO JSON or VOC folder or VOC split file "
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     train.add_argument("--out", help="output folder (default build/train/MODEL)")
     train.add_argument("--weights", help="start from this ssdkit checkpoint (.npz, or an `ssdkit import` folder; it "
                                          "knows its model: no --model needed)")
-    train.add_argument("--labels", type=_labels, help="with --weights: train these classes (a labels file, one per line) "
+    train.add_argument("--labels", type=labels_arg, help="with --weights: train these classes (a labels file, one per line) "
                                                       "instead of the checkpoint's; only the class head starts afresh")
     train.add_argument("--num-classes", type=arg("num_classes"),
                        help=f"with --weights: train N classes, {span('num_classes')}, named class_1..class_N instead "

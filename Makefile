@@ -82,3 +82,16 @@ soak: $(STAMP)
 .PHONY: pi-check
 pi-check: $(STAMP)
 	$(BIN)/python tools/pi_check.py --model $(MODEL) $(WEIGHTS_ARG)
+
+# Import a TF OD API SSD model (folder, .tar.gz, frozen graph, checkpoint or zoo name)
+# with a parity check against it: make import SRC=ssd_mobilenet_v2_coco_2018_03_29 [OUT=build/import/NAME]
+SRC ?=
+.PHONY: import import-check
+import: $(STAMP)
+	@test -n "$(SRC)" || (echo "make import SRC=PATH_OR_ZOO_NAME [OUT=DIR]"; exit 2)
+	$(BIN)/ssdkit import $(SRC) $(if $(filter build/$(MODEL)/,$(OUT)),,--out $(OUT))
+
+# The import round trip of every importable architecture at full size (300x300 /
+# 320x320, width 1.0, random weights): source build, import time, parity. Not part of `make test`.
+import-check: $(STAMP)
+	$(BIN)/python tools/import_check.py

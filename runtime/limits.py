@@ -145,6 +145,7 @@ LIMITS: dict[str, Limit] = {
     "num_classes": Limit("number of classes", int, 1, MAX_CLASSES),
     "width": Limit("width multiplier", float, 0.1, 2.0),
     "seed": Limit("seed", int, 0, SEED_MAX),
+    "parity_tolerance": Limit("parity tolerance", float, 0.0, 1.0, low_open=True),  # import: relative raw difference
     # export
     "calib_samples": Limit("calibration sample count", int, 1, 10000),
     "max_map_drop": Limit("mAP drop budget", float, -100.0, 100.0),  # negative: int8 must gain that much

@@ -26,6 +26,7 @@ from . import log
 # Modules that contribute subcommands, in the order `ssdkit --help` lists them.
 _COMMAND_MODULES = (
     "ssdkit.convert.cli",
+    "ssdkit.convert.odapi.cli",
     "ssdkit.datasets.cli",
     "ssdkit.evaluation.eval_cli",
     "ssdkit.evaluation.verify_cli",
@@ -40,7 +41,7 @@ EXIT_USER_ERROR = 2
 # Which extra installs a missing optional module (pip install 'ssdkit[EXTRA]').
 _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
-    "official": "convert", "flatbuffers": "convert", "PIL": "eval", "pycocotools": "eval",
+    "official": "convert", "flatbuffers": "convert", "skimage": "convert", "PIL": "eval", "pycocotools": "eval",
     "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
 }
 

@@ -34,6 +34,7 @@ _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
     "official": "convert", "flatbuffers": "convert", "PIL": "eval", "pycocotools": "eval",
     "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev",
+    "trackers": "track", "supervision": "track", "paho": "mqtt",
 }
 
 

@@ -39,6 +39,47 @@ def register(subparsers) -> None:
                              "(default: retry forever)")
     camera.add_argument("--retry-delay", type=_at_least(0.001, float), default=0.5, metavar="SECONDS",
                         help="first wait before retrying a live source; doubles each time up to 30 s (default 0.5)")
+
+    tracking = camera.add_argument_group(
+        "tracking, zones and counts", "needs the track extra (pip install 'ssdkit[track]'); see README.md")
+    tracking.add_argument("--track", action="store_true",
+                          help="give detections stable track ids (ByteTrack) and appeared/disappeared events")
+    tracking.add_argument("--track-lost", type=_at_least(0, float), default=1.0, metavar="SECONDS",
+                          help="how long a track that is no longer detected is kept before it has disappeared "
+                               "(default 1)")
+    tracking.add_argument("--zones", metavar="FILE",
+                          help="zones (enter/leave/dwell events) and counting lines from a JSON file; implies --track")
+
+    snapshots = camera.add_argument_group("event snapshots")
+    snapshots.add_argument("--snapshots", metavar="DIR",
+                           help="save a JPEG per event frame here, its path in the event; implies --track")
+    snapshots.add_argument("--snapshot-clip", type=_at_least(0, float), default=0.0, metavar="SECONDS",
+                           help="also an MP4 of the SECONDS before each event (default 0: none)")
+    snapshots.add_argument("--max-disk", default="1GB", metavar="SIZE",
+                           help="cap on the snapshot files (e.g. 500MB, 2GB); the oldest go first (default 1GB)")
+
+    mqtt = camera.add_argument_group("MQTT", "needs the mqtt extra (pip install 'ssdkit[mqtt]'); topics in README.md")
+    mqtt.add_argument("--mqtt", metavar="HOST[:PORT]",
+                      help="publish events, detection summaries and zone counts to this broker (port 1883, "
+                           "8883 with TLS)")
+    mqtt.add_argument("--mqtt-topic", metavar="PREFIX", help="topic prefix (default ssdkit/HOSTNAME)")
+    mqtt.add_argument("--mqtt-username", metavar="NAME", help="broker user name")
+    mqtt.add_argument("--mqtt-password-file", metavar="FILE",
+                      help="file holding the broker password (or set SSDKIT_MQTT_PASSWORD)")
+    mqtt.add_argument("--mqtt-tls", action="store_true", help="connect with TLS, checked against the system's CAs")
+    mqtt.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate of the broker (implies --mqtt-tls)")
+    mqtt.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (with --mqtt-key)")
+    mqtt.add_argument("--mqtt-key", metavar="FILE", help="client certificate's private key")
+    mqtt.add_argument("--mqtt-qos", type=int, choices=(0, 1, 2), default=1,
+                      help="QoS of events and zone/line counts (default 1); summaries are QoS 0")
+    mqtt.add_argument("--mqtt-summary-rate", type=_at_least(0, float), default=1.0, metavar="PER_SECOND",
+                      help="detection summaries a second (default 1; 0: none)")
+    mqtt.add_argument("--mqtt-queue", type=_at_least(1), default=1000, metavar="N",
+                      help="messages kept while the broker is away; beyond, the oldest are dropped (default 1000)")
+    mqtt.add_argument("--mqtt-ha-discovery", action=argparse.BooleanOptionalAction, default=True,
+                      help="announce zones and lines to Home Assistant (MQTT discovery; default on)")
+    mqtt.add_argument("--mqtt-ha-prefix", default="homeassistant", metavar="PREFIX",
+                      help="Home Assistant's discovery prefix (default homeassistant)")
     camera.set_defaults(handler=_camera)
 
 

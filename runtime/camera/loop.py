@@ -4,18 +4,25 @@ thread starts), signals turned into a clean stop, statistics printed.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..detector import Detector
 from .capture import Capture, FrameSlot, parse_source
 from .mjpeg import MjpegServer, parse_address
 from .outputs import JsonlOutput, Outputs, VideoOutput, WindowOutput
+from .mqtt import MqttOptions, MqttPublisher, default_topic, parse_broker
 from .pipeline import Pipeline
+from .scene import Scene
+from .snapshots import Snapshots, parse_size
 from .stats import LoopStats, format_stats
+from .tracking import Tracker, TrackerOptions
+from .zones import load_zones
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -40,6 +47,30 @@ class LoopConfig:
     file_pace: str = "realtime"
     max_retries: int | None = None
     retry_delay: float = 0.5
+    # Tracking, zones and events (tracking is on with any of track, zones, snapshots).
+    track: bool = False
+    track_lost: float = 1.0
+    zones: str | None = None
+    snapshots: str | None = None
+    snapshot_clip: float = 0.0
+    max_disk: str = "1GB"
+    mqtt: str | None = None
+    mqtt_topic: str | None = None
+    mqtt_username: str | None = None
+    mqtt_password_file: str | None = None
+    mqtt_tls: bool = False
+    mqtt_ca: str | None = None
+    mqtt_cert: str | None = None
+    mqtt_key: str | None = None
+    mqtt_qos: int = 1
+    mqtt_summary_rate: float = 1.0
+    mqtt_queue: int = 1000
+    mqtt_ha_discovery: bool = True
+    mqtt_ha_prefix: str = "homeassistant"
+
+    @property
+    def tracking(self) -> bool:
+        return self.track or self.zones is not None or self.snapshots is not None
 
 
 def run_loop(config: LoopConfig) -> dict:
@@ -47,12 +78,21 @@ def run_loop(config: LoopConfig) -> dict:
     window's q; returns the final statistics (``LoopStats.snapshot``).
     Raises the first error of any stage, after every output is closed."""
     source = parse_source(config.source)
+    zones = load_zones(config.zones) if config.zones else None  # a bad file fails before the model loads
+    mqtt_options = _mqtt_options(config) if config.mqtt else None
+    max_disk = parse_size(config.max_disk) if config.snapshots else None
     with Detector(config.model, device=config.device, spec=config.spec, threads=config.threads,
                   score_threshold=config.threshold, backend=config.backend) as detector:
         stats = LoopStats()
         capture = Capture(source, FrameSlot(stats.frame_dropped), config.file_pace, config.max_retries,
                           config.retry_delay)
-        pipeline = Pipeline(capture, detector, _outputs(config, stats, capture.stop), stats, config.max_frames)
+        outputs = _outputs(config, stats, capture.stop)
+        try:
+            _event_outputs(outputs, config, stats, source, detector, zones, mqtt_options, max_disk)
+        except BaseException:
+            outputs.close()
+            raise
+        pipeline = Pipeline(capture, detector, outputs, stats, config.max_frames)
         with _stop_on_signals(pipeline):
             pipeline.start()
             while not pipeline.wait(config.stats_every or None):
@@ -81,6 +121,54 @@ def _outputs(config: LoopConfig, stats: LoopStats, stop: Callable[[], None]) -> 
         outputs.close()
         raise
     return outputs
+
+
+def _event_outputs(outputs: Outputs, config: LoopConfig, stats: LoopStats, source, detector: Detector,
+                   zones, mqtt_options: MqttOptions | None, max_disk: int | None) -> None:
+    """Tracking, snapshots and MQTT, as ``config`` asks; each library is imported only then."""
+    if config.tracking:
+        fps = _nominal_fps(source)
+        tracker = Tracker(TrackerOptions(activation_threshold=config.threshold, lost_seconds=config.track_lost), fps)
+        outputs.scene = Scene(tracker, zones, video_clock=not source.live)
+    if config.snapshots:
+        outputs.snapshots = Snapshots(config.snapshots, max_disk, config.snapshot_clip,
+                                      draw=lambda image, result: outputs.draw(image, result))
+        stats.sources["snapshots"] = outputs.snapshots.stats
+    if mqtt_options is not None:
+        outputs.mqtt = MqttPublisher(mqtt_options, tuple(z.name for z in zones.zones) if zones else (),
+                                     tuple(l.name for l in zones.lines) if zones else (), report=_report)
+        stats.sources["mqtt"] = outputs.mqtt.stats
+        if not config.tracking:
+            _report("mqtt: detection summaries only; --track (or --zones) adds events")
+
+
+def _mqtt_options(config: LoopConfig) -> MqttOptions:
+    host, port = parse_broker(config.mqtt)
+    password = os.environ.get("SSDKIT_MQTT_PASSWORD")
+    if config.mqtt_password_file:
+        try:
+            password = Path(config.mqtt_password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--mqtt-password-file {config.mqtt_password_file}: no such file") from None
+    if password is not None and config.mqtt_username is None:
+        raise ValueError("--mqtt-password-file (or SSDKIT_MQTT_PASSWORD) needs --mqtt-username")
+    return MqttOptions(host, port, topic=config.mqtt_topic or default_topic(), username=config.mqtt_username,
+                       password=password, tls=config.mqtt_tls, ca_file=config.mqtt_ca, cert_file=config.mqtt_cert,
+                       key_file=config.mqtt_key, qos=config.mqtt_qos, summary_rate=config.mqtt_summary_rate,
+                       queue_size=config.mqtt_queue, ha_discovery=config.mqtt_ha_discovery,
+                       ha_prefix=config.mqtt_ha_prefix)
+
+
+def _nominal_fps(source) -> float:
+    """The tracker's reference frame rate: a file's own, else 30 (it runs on the clock anyway)."""
+    if source.kind != "file":
+        return 30.0
+    import cv2
+
+    capture = cv2.VideoCapture(source.text)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return fps if 0 < fps < 1000 else 30.0
 
 
 class _stop_on_signals:

@@ -1,5 +1,6 @@
 """Where the loop's results go: an annotated video, JSON Lines, the MJPEG
-preview and an OpenCV window, in any combination (``Outputs``).
+preview and an OpenCV window, in any combination (``Outputs``); with
+tracking on, also events: MQTT (``mqtt.py``) and snapshots (``snapshots.py``).
 
 The video is written under a temporary name beside the target and renamed
 when closed, so the target is always a finished, playable file. The JSON
@@ -12,7 +13,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,10 @@ from ..detector import Detection
 from .capture import Frame
 from .draw import annotate
 from .mjpeg import MjpegServer
+from .mqtt import MqttPublisher
+from .overlay import draw_scene
+from .scene import Scene
+from .snapshots import Snapshots
 
 # Codec per container: both are in every OpenCV build with FFmpeg and play everywhere.
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
@@ -38,6 +43,9 @@ class Result:
     frame: Frame
     detections: list[Detection]
     seconds: dict[str, float]  # capture, preprocess, inference, postprocess
+    track_ids: tuple[int | None, ...] | None = None  # per detection, with tracking on
+    events: tuple[dict, ...] = ()
+    states: dict | None = None  # zone and line counts after this frame (``Scene.states``)
 
 
 class VideoOutput:
@@ -103,14 +111,18 @@ class JsonlOutput:
 
 
 def record(result: Result, seconds: dict[str, float]) -> dict:
-    """The JSON Lines record of one frame (the same detection fields as ``ssdkit detect``)."""
-    return {
-        "frame": result.frame.index,
-        "timestamp": round(result.frame.timestamp, 4),
-        "detections": [{"box": [round(v, 2) for v in d.box], "label": d.label, "class_id": d.class_id,
-                        "score": round(d.score, 4)} for d in result.detections],
-        "timings_ms": {stage: round(value * 1000, 2) for stage, value in seconds.items()},
-    }
+    """The JSON Lines record of one frame (the same detection fields as ``ssdkit detect``;
+    with tracking on, each detection's ``track_id`` and the frame's ``events``)."""
+    detections = [{"box": [round(v, 2) for v in d.box], "label": d.label, "class_id": d.class_id,
+                   "score": round(d.score, 4)} for d in result.detections]
+    if result.track_ids is not None:
+        for detection, track_id in zip(detections, result.track_ids):
+            detection["track_id"] = track_id
+    line = {"frame": result.frame.index, "timestamp": round(result.frame.timestamp, 4), "detections": detections}
+    if result.track_ids is not None:
+        line["events"] = list(result.events)
+    line["timings_ms"] = {stage: round(value * 1000, 2) for stage, value in seconds.items()}
+    return line
 
 
 class WindowOutput:
@@ -139,18 +151,45 @@ class WindowOutput:
 
 
 class Outputs:
-    """Every requested output; frames are annotated (and JPEG-encoded) only when something shows them."""
+    """Every requested output; frames are annotated (and JPEG-encoded) only when something shows them.
+
+    With a ``scene`` (tracking), ``track`` gives each result its track ids and
+    events before the others see it; ``snapshots`` and ``mqtt`` take the events.
+    """
 
     def __init__(self, video: VideoOutput | None = None, jsonl: JsonlOutput | None = None,
-                 server: MjpegServer | None = None, window: WindowOutput | None = None):
+                 server: MjpegServer | None = None, window: WindowOutput | None = None,
+                 scene: Scene | None = None, mqtt: MqttPublisher | None = None, snapshots: Snapshots | None = None):
         self.video, self.jsonl, self.server, self.window = video, jsonl, server, window
+        self.scene, self.mqtt, self.snapshots = scene, mqtt, snapshots
+
+    def track(self, result: Result) -> Result:
+        """Track ids, events (with their snapshot paths) and zone counts for ``result``."""
+        if self.scene is None:
+            return result
+        track_ids, events = self.scene.update(result.frame, result.detections)
+        result = replace(result, track_ids=track_ids, events=tuple(events), states=self.scene.states())
+        if self.snapshots is not None:
+            frame = result.frame
+            self.snapshots.frame(frame.index, frame.timestamp, frame.fps, frame.image, result)
+            for event in events:
+                event.update(self.snapshots.snapshot())
+        return result
+
+    def draw(self, image: np.ndarray, result: Result) -> np.ndarray:
+        """The frame with boxes, labels and, with tracking on, track ids, zones and lines."""
+        canvas = annotate(image, result.detections)
+        if self.scene is not None and result.track_ids is not None:
+            draw_scene(canvas, [d.box for d in result.detections], result.track_ids, result.states,
+                       self.scene.zones, self.scene.lines)
+        return canvas
 
     def show(self, result: Result) -> None:
         """The annotated frame to the video, the stream (if anyone watches) and the window."""
         streaming = self.server is not None and self.server.clients > 0
         if not (self.video or self.window or streaming):
             return
-        image = annotate(result.frame.image, result.detections)
+        image = self.draw(result.frame.image, result)
         if self.video:
             self.video.write(image, result.frame.fps)
         if streaming:
@@ -161,14 +200,20 @@ class Outputs:
             self.window.show(image)
 
     def log(self, result: Result, seconds: dict[str, float]) -> None:
-        """The frame's JSON line, with every stage's time."""
+        """The frame's JSON line, with every stage's time; events, counts and the summary to MQTT."""
         if self.jsonl:
             self.jsonl.write(result, seconds)
+        if self.mqtt:
+            for event in result.events:
+                self.mqtt.event(event)
+            if result.states is not None:
+                self.mqtt.states(result.states)
+            self.mqtt.summary(record(result, seconds))
 
     def close(self) -> None:
         """Closes everything, even if one of them fails; the first failure is raised."""
         error = None
-        for output in (self.video, self.jsonl, self.window, self.server):
+        for output in (self.video, self.jsonl, self.window, self.server, self.snapshots, self.mqtt):
             if output is None:
                 continue
             try:

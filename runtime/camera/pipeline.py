@@ -112,8 +112,13 @@ class Pipeline:
     def _output(self) -> None:
         while (result := self._results.get()) is not _END:
             begin = time.perf_counter()
+            tracked = {}
+            if self.outputs.scene is not None:  # tracking, zones, events: in this thread, beside detection
+                result = self.outputs.track(result)
+                tracked = {"track": time.perf_counter() - begin}
+                begin = time.perf_counter()
             self.outputs.show(result)
-            seconds = {**result.seconds, "output": time.perf_counter() - begin,
+            seconds = {**result.seconds, **tracked, "output": time.perf_counter() - begin,
                        "latency": time.time() - result.frame.timestamp}
             self.outputs.log(result, seconds)
             self.stats.frame_done(seconds)

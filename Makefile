@@ -66,11 +66,13 @@ bench: $(STAMP)
 clean:
 	rm -rf build .pytest_cache
 
-# The camera loop's soak test: 4000 frames from a video file with every
-# output on; resident memory must stay flat. Not part of `make test`.
+# The camera loop's soak tests: 4000 frames from a video file with every
+# output on (then again with tracking, zones, MQTT to a local broker and
+# snapshots); resident memory must stay flat. Not part of `make test`.
 .PHONY: soak
 soak: $(STAMP)
-	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat $(PYTEST_ARGS)
+	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat \
+		tests/runtime/test_camera_events.py::test_soak_with_every_event_output_memory_stays_flat $(PYTEST_ARGS)
 
 # The device runtime on a Debian bookworm arm64 root under qemu-user (cached in
 # ~/.cache/ssdkit): detect with an int8 MODEL (WEIGHTS if given) and the runtime's

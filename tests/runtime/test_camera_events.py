@@ -373,6 +373,16 @@ def test_zone_file_errors_name_the_field(data, message):
     assert str(error.value).startswith(f"zones.json: {message}") and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("module, args, extra", [
+    ("trackers", ["--track"], "track"),
+    ("paho.mqtt.client", ["--mqtt", "127.0.0.1:1"], "mqtt"),
+])
+def test_missing_library_names_the_extra(shapes_tflite, video, tmp_path, monkeypatch, capsys, module, args, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # what the import meets without the package
+    code = main(["camera", str(shapes_tflite), "--source", str(video), "--jsonl", str(tmp_path / "d.jsonl"), *args])
+    assert code == 2 and f"pip install 'ssdkit[{extra}]'" in capsys.readouterr().err
+
+
 def test_bad_zone_file_is_a_one_line_error_before_anything_runs(video, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     Path("zones.json").write_text('{"zones": [{"name": "pad", "polygon": [[0, 0]]}]}')

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# ByteTrack for `ssdkit camera --track`, without its opencv-python requirement (see pyproject.toml's track extra).
+TRACKERS := trackers>=2.6,<3
 
 MODEL ?= ssd_mnv2
 WEIGHTS ?=
@@ -11,26 +13,30 @@ OUT ?= build/$(MODEL)/
 QUANT ?= int8
 PYTEST_ARGS ?=
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
+FORCE_ARG = $(if $(FORCE),--force,)
 
 DATA ?=
 STEPS ?= 20000
 
-.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights bench
+.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights bench zoo-costs
 
 help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
 	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
-	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8)"
+	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(TRACKERS)'
+	@# A venv made before this rule: drop the opencv-python trackers pulled in and restore the headless cv2/ it overwrote.
+	if $(BIN)/python -m pip show opencv-python >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall --quiet -y opencv-python && \
+		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps 'opencv-python-headless>=4.8'; fi
 	touch $@
 
 venv: $(STAMP)
@@ -39,13 +45,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 savedmodel: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 tflite: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 onnx: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 all: savedmodel tflite onnx
 
@@ -65,6 +71,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# The parameter and FLOP counts `ssdkit models` prints (convert/data/zoo_costs.json):
+# builds every zoo network once (~1 min). Run after changing a network.
+zoo-costs: $(STAMP)
+	$(BIN)/python tools/zoo_costs.py
 
 # The camera loop's soak tests: 4000 frames from a video file with every
 # output on (then again with tracking, zones, MQTT to a local broker and

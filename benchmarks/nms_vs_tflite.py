@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 from ssdkit.evaluation.measure import time_calls
-from ssdkit.runtime.postprocess import detection_postprocess
+from ssdkit.runtime.tflite_postprocess import detection_postprocess
 
 A, C = 1917, 91
 OPTIONS = dict(max_detections=100, nms_score_threshold=0.3, nms_iou_threshold=0.6)

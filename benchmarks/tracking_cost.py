@@ -46,7 +46,7 @@ def scripted(objects: int, frames: int, seed: int = 0) -> list[list[Detection]]:
 def measure(objects: int, frames: int, zones: bool) -> tuple[float, float, float]:
     """(CPU ms median, CPU ms p90, wall ms median) per frame."""
     detections = scripted(objects, frames)
-    tracker = Tracker(TrackerOptions(activation_threshold=0.5), frame_rate=30.0)
+    tracker = Tracker(TrackerOptions(), frame_rate=30.0)
     scene = Scene(tracker, ZONES if zones else None, video_clock=True)
     image = np.zeros((SIZE, SIZE, 3), np.uint8)
     cpu, wall = [], []

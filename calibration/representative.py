@@ -16,8 +16,9 @@ from typing import Iterator
 import numpy as np
 
 from ssdkit.datasets.reader import is_voc, read_dataset
+from ssdkit.runtime.images import image_files
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+# Files to sample frames from (the camera's FOURCC table is another set: containers it writes).
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 SYNTH_CALIBRATION_SEED = 2  # not the train (0) or validation (1) split
 
@@ -35,7 +36,7 @@ def _read_image(path: Path) -> np.ndarray | None:
 
 def _image_files(source: Path) -> list[Path]:
     if source.is_dir() and not is_voc(source):
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return image_files(source, recursive=True)
     # Calibration needs the images, not the boxes: a broken record is reported, not fatal.
     return [record.path for record in read_dataset(source, skip_broken=True).records]
 

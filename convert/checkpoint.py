@@ -1,41 +1,92 @@
-"""ssdkit checkpoints: a model's weights with the config that rebuilds it.
+"""ssdkit checkpoints: a model's weights with the definition that rebuilds it.
 
-One ``.npz`` file: ``__meta__`` holds JSON (format version, the
-``ModelConfig``, the spec) and every Keras weight is stored under its
-variable name, so loading matches by name and reports exactly what is
-missing or mis-shaped. Weights may be stored as float16 to ship small files.
-``prepare_model`` builds a zoo network with its weights (a checkpoint, or
-ImageNet backbone weights and a random head), for export and training alike.
+One ``.npz`` file: ``__meta__`` holds JSON and every Keras weight is stored
+as ``w/<variable name>``, so loading matches by name and reports exactly
+what is missing or mis-shaped. Weights may be stored as float16 to ship
+small files.
+
+``__meta__``, version 2 (written since the re-cut of the vocabulary)::
+
+    {"format": "ssdkit-checkpoint", "version": 2,
+     "model": {"architecture": {...zoo.Architecture...}, "width": 1.0,
+               "spec": {...runtime.spec.ModelSpec: input size, anchors, feature maps, box coder,
+                        labels, postprocessing (NMS settings)...}},
+     "train": {"step": ..., "mAP": ...},        # optional: what wrote it
+     "source": {...}}                            # optional: e.g. an importer's origin
+
+Version 1 (``"config"``: zoo name, width, input size, labels; ``"spec"``)
+still loads: its architecture is the zoo entry's. ``write_checkpoint`` is
+what an importer calls with a ``ModelDefinition`` and the arrays (by
+ssdkit's variable names, those of ``build_model(definition)``);
+``prepare_model`` builds a network with its weights, for export and
+training alike.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ssdkit.fileio import atomic_path
+from ssdkit.runtime.spec import ModelSpec
 
-from .models.ssd import SSDModel, build_model, load_backbone_weights, warn_untrained
-from .zoo import ModelConfig, shipped_weights
+from .zoo import DEFAULT_MODEL, ModelConfig, ModelDefinition, get_entry, shipped_weights
+
+if TYPE_CHECKING:  # reading and writing checkpoints needs no TensorFlow; building the network does
+    from .models.ssd import SSDModel
 
 FORMAT = "ssdkit-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
-def save_checkpoint(model: SSDModel, path: str | Path, dtype: str = "float32", extra: dict | None = None) -> Path:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A read checkpoint: the model's definition, its weights by variable
+    name, the other ``__meta__`` entries (``train``, ``source``, ...) and the
+    format version it was written in."""
+
+    definition: ModelDefinition
+    weights: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    version: int
+    path: Path
+
+
+def write_checkpoint(path: str | Path, definition: ModelDefinition, weights: dict[str, np.ndarray],
+                     dtype: str = "float32", extra: dict | None = None) -> Path:
+    """Writes a version 2 checkpoint atomically: ``weights`` by ssdkit variable
+    name (as ``build_model(definition)`` names them), stored as ``dtype``;
+    ``extra`` entries (e.g. ``{"train": ...}`` or ``{"source": ...}``) join the metadata."""
     path = Path(path)
-    meta = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "spec": model.spec.to_dict(),
-            **(extra or {})}
-    arrays = {f"w/{w.name}": w.numpy().astype(dtype) for w in model.keras_model.weights}
+    reserved = {"format", "version", "model"} & set(extra or {})
+    if reserved:
+        raise ValueError(f"checkpoint metadata keys {sorted(reserved)} are the format's own")
+    meta = {"format": FORMAT, "version": VERSION, "model": definition.to_dict(), **(extra or {})}
+    arrays = {f"w/{name}": np.asarray(value).astype(dtype) for name, value in weights.items()}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, __meta__=np.array(json.dumps(meta)), **arrays)
     return path
 
 
-def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict, dict[str, np.ndarray]]:
-    """Returns (config, meta, weights by variable name)."""
+def save_checkpoint(model: SSDModel, path: str | Path, dtype: str = "float32", extra: dict | None = None) -> Path:
+    """``write_checkpoint`` of a built model's definition and current weights."""
+    return write_checkpoint(path, model.definition, {w.name: w.numpy() for w in model.keras_model.weights},
+                            dtype, extra)
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Reads a version 1 or 2 checkpoint.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not an ssdkit checkpoint, another format version, or
+        metadata of the wrong shape (the message names the field).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -45,9 +96,24 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict, dict[str, np.n
             weights = {k[2:]: data[k] for k in data.files if k.startswith("w/")}
     except (ValueError, KeyError, OSError) as exc:
         raise ValueError(f"{path}: not an ssdkit checkpoint ({exc})") from exc
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format')!r} v{meta.get('version')}, expected {FORMAT!r} v{VERSION}")
-    return ModelConfig.from_dict(meta["config"]), meta, weights
+    version = meta.get("version") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or version not in READABLE_VERSIONS:
+        found = f"{meta.get('format')!r} v{version}" if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path}: checkpoint format {found}, expected {FORMAT!r} v"
+                         + " or v".join(map(str, READABLE_VERSIONS)))
+    try:
+        definition = _definition_v1(meta) if version == 1 else ModelDefinition.from_dict(meta["model"])
+    except (ValueError, KeyError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"{path}: checkpoint metadata: {what}") from exc
+    rest = {k: v for k, v in meta.items() if k not in ("format", "version", "model", "config", "spec")}
+    return Checkpoint(definition, weights, rest, version, path)
+
+
+def _definition_v1(meta: dict) -> ModelDefinition:
+    """Version 1 stored the zoo name and options, and the spec: the architecture is the zoo entry's."""
+    config = ModelConfig.from_dict(meta["config"])
+    return ModelDefinition(get_entry(config.model).architecture, config.width, ModelSpec.from_dict(meta["spec"]))
 
 
 def apply_weights(model: SSDModel, weights: dict[str, np.ndarray], source: str | Path) -> None:
@@ -62,25 +128,34 @@ def apply_weights(model: SSDModel, weights: dict[str, np.ndarray], source: str |
             f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} ({len(names)})"
             for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if names
         )
-        raise ValueError(f"{source}: checkpoint does not fit {model.spec.name} at width {model.config.width}: {details}")
+        raise ValueError(f"{source}: checkpoint does not fit {model.spec.name} at width {model.definition.width}: "
+                         f"{details}")
     for name, variable in variables.items():
         variable.assign(weights[name].astype(variable.dtype.as_numpy_dtype))
 
 
-def resolve_weights(model_name: str, weights: str | Path | None, customised: bool) -> str | Path | None:
+def resolve_model(model: str | None, weights: str | Path | None) -> str | None:
+    """The zoo model a command works on: ``--model`` if given; else None when
+    ``--weights`` names a checkpoint (it knows its model); else ``DEFAULT_MODEL``."""
+    if model is not None or weights not in (None, "auto", "none"):
+        return model
+    return DEFAULT_MODEL
+
+
+def resolve_weights(model_name: str | None, weights: str | Path | None, customised: bool) -> str | Path | None:
     """``weights`` as the export commands take it: a checkpoint path, "none"
     (untrained), or "auto"/None: the shipped demo checkpoint when the zoo has
     one and the network asked for is the one it fits (no custom width, input
     size or classes), else untrained."""
     if weights not in (None, "auto"):
         return None if str(weights) == "none" else weights
-    shipped = None if customised else shipped_weights(model_name)
+    shipped = None if customised or model_name is None else shipped_weights(model_name)
     return Path(str(shipped)) if shipped is not None else None
 
 
 def prepare_model(
-    model_name: str,
-    weights: str | Path | None = None,
+    model_name: str | None,
+    weights: str | Path | Checkpoint | None = None,
     *,
     width: float | None = None,
     input_size: tuple[int, int] | None = None,
@@ -88,24 +163,30 @@ def prepare_model(
     backbone_weights: str = "auto",
     seed: int = 0,
 ) -> SSDModel:
-    """Builds the network with its weights: an ssdkit checkpoint if given
-    (options given explicitly must agree with it), else ImageNet backbone
+    """Builds the network with its weights: a checkpoint's (its definition
+    decides the network; ``model_name`` and the options, when given, must
+    agree with it), else the zoo model ``model_name`` with ImageNet backbone
     weights when available and a random head, with an ``UntrainedWarning``."""
     import tf_keras as keras
+
+    from .models.ssd import build_model, load_backbone_weights, warn_untrained
 
     keras.utils.set_random_seed(seed)
     asked = {"width": width, "input_size": input_size, "labels": labels}
     if weights is None:
-        config = ModelConfig(model_name, **{k: v for k, v in asked.items() if v is not None})
-        model = build_model(config)
+        if model_name is None:
+            raise ValueError("name a zoo model (--model) or give a checkpoint (--weights)")
+        model = build_model(ModelConfig(model_name, **{k: v for k, v in asked.items() if v is not None}).definition())
         warn_untrained(model.spec, load_backbone_weights(model, backbone_weights))
         return model
-    config, _, arrays = read_checkpoint(weights)
-    if config.model != model_name:
-        raise ValueError(f"{weights}: checkpoint is for {config.model}, not {model_name}")
+    checkpoint = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
+    definition, source = checkpoint.definition, checkpoint.path
+    if model_name is not None and model_name != definition.name:
+        raise ValueError(f"{source}: checkpoint is for {definition.name}, not {model_name}")
+    held = {"width": definition.width, "input_size": definition.spec.input_size, "labels": definition.spec.labels}
     for field, value in asked.items():
-        if value is not None and value != getattr(config, field):
-            raise ValueError(f"{weights}: checkpoint has {field}={getattr(config, field)!r}, which conflicts with {value!r}")
-    model = build_model(config)
-    apply_weights(model, arrays, weights)
+        if value is not None and value != held[field]:
+            raise ValueError(f"{source}: checkpoint has {field}={held[field]!r}, which conflicts with {value!r}")
+    model = build_model(definition)
+    apply_weights(model, checkpoint.weights, source)
     return model

@@ -9,13 +9,17 @@ pipeline configs (``ssd_mobilenet_v1_coco``, ``ssd_mobilenet_v2_coco``,
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Literal
 
-from ssdkit.runtime.spec import ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing
+from ssdkit.runtime import limits
+from ssdkit.runtime.limits import MAX_INPUT_SIDE, MIN_INPUT_SIDE
+from ssdkit.runtime.spec import (ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing,
+                                 build, json_value)
 
 Backbone = Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 
@@ -64,7 +68,7 @@ class ZooEntry:
     anchors: MultipleGridAnchors | MultiscaleGridAnchors
 
 
-MIN_INPUT_SIDE = 32  # the smallest image the Keras MobileNets accept
+DEFAULT_MODEL = "ssd_mnv2"  # what export and train build without --model or a checkpoint
 
 _SSD_ANCHORS = MultipleGridAnchors()  # min 0.2, max 0.95, ratios 1, 2, 1/2, 3, 1/3
 
@@ -118,8 +122,20 @@ def coco_labels() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
+def zoo_costs() -> dict[str, dict[str, int]]:
+    """Parameters and multiply-adds of one image per zoo model (default input
+    size and width, 90 classes), measured once by ``tools/zoo_costs.py``."""
+    return json.loads(resources.files("ssdkit.convert").joinpath("data/zoo_costs.json").read_text())
+
+
 # Checkpoints shipped in convert/weights/ (see its README.md: recipe and scores).
 SHIPPED_WEIGHTS = {"ssd_mnv2": "ssd_mnv2_shapes.npz"}
+
+
+def uses_shipped_weights(name: str, weights: str | None, customised: bool) -> bool:
+    """Whether ``--weights`` (a path, "none", or "auto"/None) means the demo
+    checkpoint shipped for ``name``: "auto" on a network that is not customised."""
+    return weights in (None, "auto") and not customised and name in SHIPPED_WEIGHTS
 
 
 def shipped_weights(name: str) -> Traversable | None:
@@ -155,9 +171,49 @@ def feature_map_shapes(arch: Architecture, height: int, width: int) -> tuple[tup
 
 
 @dataclass(frozen=True)
+class ModelDefinition:
+    """Everything that rebuilds a network and turns its outputs into
+    detections: the ``architecture``, the ``width`` multiplier and the
+    ``spec`` (input size and normalization, anchors and the feature maps they
+    sit on, box coder, labels, NMS settings).
+
+    A version 2 checkpoint records it beside the weights, so ``ssdkit export
+    --weights CKPT`` and ``ssdkit train --weights CKPT`` need no ``--model``.
+    Zoo models get theirs from ``ModelConfig.definition()``; an importer (the
+    TF OD API's pipeline configs) builds one from what it read, including an
+    architecture or anchors the zoo does not have.
+    """
+
+    architecture: Architecture
+    width: float
+    spec: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_dict(self) -> dict:
+        return {"architecture": dataclasses.asdict(self.architecture), "width": self.width,
+                "spec": self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelDefinition":
+        """The definition ``to_dict`` wrote; a ValueError names a field of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the model definition is {type(data).__name__}, expected an object")
+        if not {"architecture", "width", "spec"} <= set(data):
+            raise ValueError(f"the model definition has {sorted(data)}, expected architecture, width and spec")
+        width = json_value(float, data["width"], "model.width")
+        if not width > 0:
+            raise ValueError(f"model.width is {width}, expected a positive number")
+        return cls(build(Architecture, data["architecture"], "model.architecture"), width,
+                   ModelSpec.from_dict(data["spec"]))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network: zoo name plus the options every
-    model takes. Stored in checkpoints next to the weights."""
+    """A zoo model and the options every model takes: what the command line
+    asks for. ``definition()`` resolves it; version 1 checkpoints stored it."""
 
     model: str
     width: float = 1.0
@@ -166,6 +222,10 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def definition(self) -> ModelDefinition:
+        """The zoo entry's architecture at this width, with its validated spec."""
+        return ModelDefinition(get_entry(self.model).architecture, self.width, model_spec(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -184,14 +244,14 @@ def model_spec(config: ModelConfig) -> ModelSpec:
     height, width = config.input_size or (entry.input_size, entry.input_size)
     multiple = arch.size_multiple
     for side in (height, width):
-        if side < MIN_INPUT_SIDE or side % multiple:
-            hint = f"a multiple of {multiple} and at least {MIN_INPUT_SIDE}" if multiple > 1 else f"at least {MIN_INPUT_SIDE}"
+        if not MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE or side % multiple:
+            hint = (f"a multiple of {multiple} " if multiple > 1 else "") + f"from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}"
             raise ValueError(f"input size {height}x{width} is not supported by {entry.name}: each side must be {hint}")
-    if not config.width > 0:
-        raise ValueError(f"width multiplier {config.width} is not supported: it must be positive")
+    limits.check(width=config.width)
     labels = config.labels if config.labels is not None else coco_labels()
     if not labels:
         raise ValueError("a model needs at least one class label")
+    limits.check(num_classes=len(labels))
     return ModelSpec(
         name=entry.name,
         preprocessing=Preprocessing(input_height=height, input_width=width),

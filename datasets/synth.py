@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ssdkit.fileio import atomic_path
+from ssdkit.log import progress
+from ssdkit.runtime import limits
 
 LABELS = ("circle", "square", "triangle", "cross")
 _BASE_COLORS = np.array([[220, 40, 40], [40, 80, 220], [40, 180, 60], [235, 200, 30]], np.float32)
@@ -99,16 +99,16 @@ def iter_images(seed: int, count: int, size: int = DEFAULT_SIZE) -> Iterator[np.
         yield render(seed, i, size)[0]
 
 
-def generate(out_dir: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE, quiet: bool = False) -> Path:
+def generate(out_dir: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE) -> Path:
     """Writes ``images/*.jpg`` and a COCO ``annotations.json`` to ``out_dir`` atomically."""
     from PIL import Image
 
+    limits.check(dataset_size=n, seed=seed, image_side=size)
     out_dir = Path(out_dir)
     images, annotations = [], []
-    start = time.monotonic()
     with atomic_path(out_dir, directory=True) as tmp:
         (tmp / "images").mkdir()
-        for i in range(n):
+        for i in progress(range(n), f"synthetic images (seed {seed})"):
             img, boxes, classes = render(seed, i, size)
             name = f"{i:06d}.jpg"
             Image.fromarray(img).save(tmp / "images" / name, quality=90)
@@ -120,10 +120,6 @@ def generate(out_dir: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE, q
                     "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                     "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0,
                 })
-            if not quiet and ((i + 1) % 100 == 0 or i + 1 == n):
-                rate = (i + 1) / max(time.monotonic() - start, 1e-6)
-                print(f"\rsynth: {i + 1}/{n} images, {rate:.0f}/s, ETA {(n - i - 1) / rate:.0f}s",
-                      end="\n" if i + 1 == n else "", file=sys.stderr, flush=True)
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(LABELS)]
         info = {"description": f"ssdkit synthetic shapes, seed {seed}", "seed": seed}
         (tmp / "annotations.json").write_text(json.dumps(

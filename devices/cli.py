@@ -8,14 +8,14 @@ def register(subparsers) -> None:
 
 
 def _devices(args) -> int:
+    from ssdkit.tables import text_table
+
     from .profiles import guess_device, list_profiles, load_profile
 
-    rows = [("device", "artifact", "threads", "delegate", "description")]
+    rows = []
     for name in list_profiles():
         p = load_profile(name)
         rows.append((name, p.artifact, str(p.threads), p.delegate_library() or "-", p.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(text_table(("device", "artifact", "threads", "delegate", "description"), rows))
     print(f"this machine looks like: {guess_device()}")
     return 0

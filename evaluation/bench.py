@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
+import logging
 import subprocess
 import sys
 import warnings
@@ -23,6 +23,7 @@ from pathlib import Path
 from .verify import PARITY_HEADER, Row, find_artifacts, parity_cells, verify
 from ssdkit.devices.profiles import guess_device, load_profile
 from ssdkit.fileio import atomic_path, write_text_atomic
+from ssdkit.runtime import limits
 from ssdkit.tables import markdown_table
 
 from .evaluate import DEFAULT_THRESHOLD, load_dataset
@@ -30,12 +31,14 @@ from .measure import DEFAULT_RUNS, DEFAULT_WARMUP, LATENCY_IMAGES, machine_info
 
 HEADER = ("format", "precision", "size MB", "load s", "latency ms median / p90", "images/s", "peak MB", *PARITY_HEADER)
 
+log = logging.getLogger(__name__)
+
 
 def measure_in_subprocess(path: Path, data: str | None, runs: int, device: str) -> dict:
     """``measure.py --one path`` in a new interpreter: its JSON, or ``{"error": ...}``."""
     command = [sys.executable, "-m", "ssdkit.evaluation.measure", "--one", str(path), "--runs", str(runs),
                "--device", device, *(["--data", str(data)] if data else [])]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    done = subprocess.run(command, capture_output=True, text=True)  # the environment ssdkit.log.configure set
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return {"error": lines[-1] if lines else f"measurement exited with code {done.returncode}"}
@@ -48,6 +51,7 @@ def bench(model_dir: str | Path, data: str | None = None, device: str | None = N
     ``images`` images (default: all) of ``data`` (default: synthetic validation).
     Every format runs with the threads of one device profile (default: the
     one this machine looks like), not each backend's own default."""
+    limits.check(runs=runs, images=images, score_threshold=threshold)
     device = device or guess_device()
     profile = load_profile(device)
     artifacts = find_artifacts(model_dir, edgetpu=profile.delegate == "edgetpu")
@@ -58,9 +62,9 @@ def bench(model_dir: str | Path, data: str | None = None, device: str | None = N
     dataset = load_dataset(data)
     measured = {}
     for artifact in artifacts:
-        print(f"ssdkit bench: measuring {artifact.name}", file=sys.stderr, flush=True)
+        log.info(f"measuring {artifact.name}")
         measured[artifact.name] = measure_in_subprocess(artifact.path, data, runs, device)
-    print("ssdkit bench: verifying every format against the SavedModel", file=sys.stderr, flush=True)
+    log.info("verifying every format against the SavedModel")
     rows = verify(artifacts, dataset, images, threshold)
     return {
         "model_dir": str(model_dir),

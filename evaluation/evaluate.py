@@ -16,12 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ssdkit.datasets.reader import read_dataset
+from ssdkit.datasets.records import Dataset, Record
+from ssdkit.datasets.synth import default_split
+from ssdkit.log import progress
 from ssdkit.runtime import Detector
 
-from ssdkit.datasets.records import Dataset, Record
-from ssdkit.datasets.reader import read_dataset
 from .metrics import STAT_NAMES, coco_map
-from ssdkit.datasets.synth import default_split
 
 # Low enough that the precision/recall curve reaches full recall, as COCO evaluations do.
 DEFAULT_THRESHOLD = 0.01
@@ -53,7 +54,8 @@ def predict(detector: Detector, image: np.ndarray) -> Prediction:
 
 
 def predict_dataset(detector: Detector, dataset: Dataset, count: int | None = None) -> list[Prediction]:
-    return [predict(detector, dataset.load_image(record)) for record in dataset.records[:count]]
+    records = dataset.records[:count]
+    return [predict(detector, dataset.load_image(record)) for record in progress(records, detector.model_path.name)]
 
 
 def class_mapping(model_labels: Sequence[str], dataset_labels: Sequence[str]) -> np.ndarray:

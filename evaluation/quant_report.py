@@ -13,8 +13,8 @@ files are the ``_raw`` and ``_raw_int8`` ones). A TFLite export with
 from __future__ import annotations
 
 import json
+import logging
 import statistics
-import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,23 +22,33 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ssdkit.datasets.records import Dataset
+from ssdkit.fileio import write_text_atomic
+from ssdkit.runtime import Detector
+from ssdkit.tables import markdown_table
+
 from .evaluate import load_dataset, predict_dataset
 from .measure import machine_info, time_calls
 from .metrics import coco_map
-from ssdkit.fileio import write_text_atomic
-from ssdkit.runtime import Detector
-from ssdkit.runtime.preprocess import preprocess
-
 from .verify import detection_agreement, raw_difference, raw_outputs
 
 # Given the report and its evaluation set, returns a keep-float section or None.
 KeepFloat = Callable[[dict, Dataset], "dict | None"]
 
+log = logging.getLogger(__name__)
+
 
 def _latency_ms(detector: Detector, runs: int = 20) -> float:
-    """Median of ``invoke`` alone, so the report isolates what quantization changes."""
-    tensor, _ = preprocess(np.zeros((64, 64, 3), np.uint8), detector.spec.preprocessing, detector.backend.inputs[0])
-    return 1000 * statistics.median(time_calls(lambda _: detector.backend.run(tensor), runs, warmup=3))
+    """Median of the model's own inference time (``Detector.timings.inference``),
+    so the report isolates what quantization changes."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    seconds = []
+
+    def invoke(_: int) -> None:
+        detector.detect(image)
+        seconds.append(detector.timings.inference)
+
+    time_calls(invoke, runs, warmup=3)
+    return 1000 * statistics.median(seconds[3:])
 
 
 def _raw_difference(fp32_raw: Path, int8_raw: Path, dataset: Dataset, count: int) -> dict:
@@ -95,8 +105,8 @@ def write_report(report: dict, out_dir: Path, name: str = "report") -> tuple[Pat
     lines = [
         "# Quantization report", "",
         f"Evaluation set: {report['evaluation_set']['source']} ({report['evaluation_set']['images']} images).", "",
-        "| model | size (MB) | latency (ms) | mAP | mAP@0.5 |", "|---|---|---|---|---|",
-        *(f"| {v['file']} | {v['size_mb']} | {v['latency_ms']} | {v['mAP']} | {v['mAP@0.5']} |" for v in m.values()),
+        markdown_table(("model", "size (MB)", "latency (ms)", "mAP", "mAP@0.5"),
+                       [(v["file"], v["size_mb"], v["latency_ms"], v["mAP"], v["mAP@0.5"]) for v in m.values()]),
         "",
         f"int8 vs fp32: size x{q['size_ratio']}, speed x{q['speedup']}, mAP@0.5 drop {q['mAP@0.5_drop_points']} points, "
         f"detection agreement {q['detection_agreement']:.1%}.",
@@ -119,14 +129,14 @@ def _keep_float_lines(section: dict) -> list[str]:
         f"more than the budget of {section['budget_points']}. "
         "The quantization debugger's worst layers (rmse/scale of each layer's int8 output against float on the "
         "calibration images; rounding alone gives 0.29):", "",
-        "| layer (output tensor) | op | rmse/scale | in float |", "|---|---|---|---|",
-        *(f"| `{layer['tensor']}` | {layer['op']} | {layer['rmse/scale']:.3f} | {'yes' if i < kept else ''} |"
-          for i, layer in enumerate(section["ranking"])),
+        markdown_table(("layer (output tensor)", "op", "rmse/scale", "in float"),
+                       [(f"`{layer['tensor']}`", layer["op"], f"{layer['rmse/scale']:.3f}", "yes" if i < kept else "")
+                        for i, layer in enumerate(section["ranking"])]),
         "",
-        "| model | layers in float | size (MB) | latency (ms) | mAP@0.5 | drop (points) |", "|---|---|---|---|---|---|",
-        f"| int8 | 0 | {pure['size_mb']} | {pure['latency_ms']} | {pure['mAP@0.5']} | {pure['mAP@0.5_drop_points']} |",
-        *(f"| mixed | {t['layers_in_float']} | {t['size_mb']} | {t['latency_ms']} | {t['mAP@0.5']} | "
-          f"{t['mAP@0.5_drop_points']} |" for t in section["trials"]),
+        markdown_table(("model", "layers in float", "size (MB)", "latency (ms)", "mAP@0.5", "drop (points)"),
+                       [("int8", 0, pure["size_mb"], pure["latency_ms"], pure["mAP@0.5"], pure["mAP@0.5_drop_points"]),
+                        *(("mixed", t["layers_in_float"], t["size_mb"], t["latency_ms"], t["mAP@0.5"],
+                           t["mAP@0.5_drop_points"]) for t in section["trials"])]),
         "",
     ]
     if kept:
@@ -147,17 +157,16 @@ def report_quantization(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, 
 
     ``keep_float`` then gets its chance to win the drop back; the report,
     written first without it, is rewritten with its section."""
-    print("ssdkit export: evaluating fp32 and int8 for the quantization report", file=sys.stderr)
+    log.info("evaluating fp32 and int8 for the quantization report")
     dataset = load_dataset()
     if set(dataset.labels) != set(labels):
-        print("ssdkit export: the model's labels are not the synthetic shapes; mAP in the report is not meaningful",
-              file=sys.stderr)
+        log.warning("the model's labels are not the synthetic shapes; mAP in the report is not meaningful")
     report = build_report(fp32, int8, fp32_raw, int8_raw, dataset)
     paths = write_report(report, out_dir, name)
     summary = report["int8_vs_fp32"]
     drop = summary["mAP@0.5_drop_points"]
-    print(f"ssdkit export: int8 vs fp32: mAP@0.5 drop {drop} points, speed x{summary['speedup']}, "
-          f"size x{summary['size_ratio']} (see {paths[1]})", file=sys.stderr)
+    log.info(f"int8 vs fp32: mAP@0.5 drop {drop} points, speed x{summary['speedup']}, "
+             f"size x{summary['size_ratio']} (see {paths[1]})")
     section = keep_float(report, dataset) if keep_float is not None else None
     if section is not None:
         paths = write_report({**report, "keep_float": section}, out_dir, name)

@@ -34,20 +34,20 @@ from typing import Sequence
 import numpy as np
 
 from ssdkit.datasets.records import Dataset, Record
-from .evaluate import DEFAULT_THRESHOLD, Prediction, class_mapping, evaluate, open_detector, predict
-from ssdkit.runtime import Detector
+from ssdkit.log import progress
+from ssdkit.runtime import Detector, limits
 from ssdkit.runtime.boxes import iou_matrix
-from ssdkit.runtime.postprocess import activate
-from ssdkit.runtime.preprocess import preprocess
+from ssdkit.runtime.model_files import SAVEDMODEL_FOLDER
+from ssdkit.runtime.roles import RAW_ROLES
+
+from .evaluate import DEFAULT_THRESHOLD, Prediction, class_mapping, evaluate, open_detector, predict
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 FLOAT_PRECISIONS = ("fp32", "fp16")
-RAW_ROLES = ("box_encodings", "class_predictions")
 DEFAULT_IMAGES = 50
 DEFAULT_TOLERANCE = 0.05  # fp16 of a random test network: 0.02; a network of another seed: over 1
 DEFAULT_MIN_AGREEMENT = 0.9
 AGREEMENT_MIN_SCORE = 0.5
-SAVEDMODEL_DIR = "saved_model"
 
 
 @dataclass(frozen=True)
@@ -95,27 +95,22 @@ def find_artifacts(model_dir: str | Path, edgetpu: bool = False) -> list[Artifac
     if not model_dir.is_dir():
         raise NotADirectoryError(f"{model_dir}: not a folder of exported models")
     found = []
-    saved_model = model_dir / SAVEDMODEL_DIR
+    saved_model = model_dir / SAVEDMODEL_FOLDER
     if (saved_model / "saved_model.pb").is_file():
         found.append(Artifact(saved_model, "savedmodel", "fp32"))
     for path in sorted(model_dir.glob("*.tflite")) + sorted(model_dir.glob("*.onnx")):
         if edgetpu or not path.name.endswith("_edgetpu.tflite"):
             found.append(Artifact(path, path.suffix[1:], _precision(path)))
     if not found:
-        raise FileNotFoundError(f"{model_dir}: no {SAVEDMODEL_DIR}/, .tflite or .onnx files to compare")
+        raise FileNotFoundError(f"{model_dir}: no {SAVEDMODEL_FOLDER}/, .tflite or .onnx files to compare")
     return found
 
 
 def raw_outputs(detector: Detector, image: np.ndarray) -> dict[str, np.ndarray]:
     """A raw-output model's box encodings [A, 4] and activated class scores
-    [A, C] for ``image``, as float32."""
-    tensor, _ = preprocess(image, detector.spec.preprocessing, detector.backend.inputs[0])
-    raw = detector.backend.run(tensor)
-    boxes = detector.raw_output(raw, "box_encodings")
-    scores = detector.raw_output(raw, "class_predictions")
-    if not detector.roles.scores_activated:
-        scores = activate(scores, detector.spec.scores.activation, detector.spec.scores.clip)
-    return {"box_encodings": boxes[..., :4].reshape(-1, 4), "class_predictions": scores.reshape(-1, scores.shape[-1])}
+    [A, C] for ``image``, as float32, by role (``Detector.run_raw``)."""
+    raw = detector.run_raw(image)
+    return {"box_encodings": raw.box_encodings, "class_predictions": raw.class_scores}
 
 
 def raw_difference(reference: Sequence[dict[str, np.ndarray]],
@@ -173,6 +168,7 @@ def verify(artifacts: Sequence[Artifact], dataset: Dataset, count: int | None = 
            min_agreement: float = DEFAULT_MIN_AGREEMENT) -> list[Row]:
     """One ``Row`` per artifact, measured on the first ``count`` images of
     ``dataset``. Without a SavedModel among ``artifacts`` only mAP is filled in."""
+    limits.check(images=count, score_threshold=threshold, tolerance=tolerance, agreement=min_agreement)
     records = dataset.records[:count]
     if not records:
         raise ValueError(f"{dataset.source}: no images to verify on")
@@ -231,7 +227,8 @@ def _run(artifact: Artifact, images: Sequence[np.ndarray], threshold: float, kee
     with open_detector(artifact.path, score_threshold=threshold) as detector:
         kind = detector.roles.kind
         raw = [raw_outputs(detector, image) for image in images] if keep_raw and kind == "raw" else None
-        return _Outputs(kind, detector.spec.labels, [predict(detector, image) for image in images], raw)
+        predictions = [predict(detector, image) for image in progress(images, artifact.name)]
+        return _Outputs(kind, detector.spec.labels, predictions, raw)
 
 
 def _metrics(records: Sequence[Record], dataset: Dataset, outputs: _Outputs) -> dict | None:

@@ -5,8 +5,11 @@ differs by more than the tolerance (or cannot be run), 2 for bad arguments.
 """
 from __future__ import annotations
 
-import os
-import sys
+import logging
+
+log = logging.getLogger(__name__)
+
+from ssdkit.runtime.limits import arg, span
 
 
 def register(subparsers) -> None:
@@ -18,28 +21,25 @@ def register(subparsers) -> None:
                                     description=__doc__.splitlines()[0])
     command.add_argument("model_dir", help="an export folder (saved_model/ and .tflite/.onnx files, e.g. build/ssd_mnv2)")
     command.add_argument("--data", help="COCO JSON or Pascal VOC folder (default: the synthetic validation split)")
-    command.add_argument("--images", type=int, default=DEFAULT_IMAGES, help=f"images to compare on (default {DEFAULT_IMAGES})")
-    command.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+    command.add_argument("--images", type=arg("images"), default=DEFAULT_IMAGES,
+                         help=f"images to compare on, {span('images')} (default {DEFAULT_IMAGES})")
+    command.add_argument("--tolerance", type=arg("tolerance"), default=DEFAULT_TOLERANCE,
                          help="largest raw-output difference a float format may have, relative to the SavedModel's "
-                              f"largest output value (at least 1; default {DEFAULT_TOLERANCE})")
-    command.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                              f"largest output value (at least 1), {span('tolerance')} (default {DEFAULT_TOLERANCE})")
+    command.add_argument("--min-agreement", type=arg("agreement"), default=DEFAULT_MIN_AGREEMENT,
                          help="share of the SavedModel's detections a float file with embedded NMS and no _nonms "
-                              f"twin must find (default {DEFAULT_MIN_AGREEMENT})")
-    command.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                         help=f"minimum detection score for mAP (default {DEFAULT_THRESHOLD})")
+                              f"twin must find, {span('agreement')} (default {DEFAULT_MIN_AGREEMENT})")
+    command.add_argument("--threshold", type=arg("score_threshold"), default=DEFAULT_THRESHOLD,
+                         help=f"minimum detection score for mAP, {span('score_threshold')} (default {DEFAULT_THRESHOLD})")
     command.set_defaults(handler=_verify)
 
 
 def _verify(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .evaluate import load_dataset
     from ssdkit.tables import text_table
 
     from .verify import AGREEMENT_MIN_SCORE, PARITY_HEADER, failed, find_artifacts, parity_cells, verify
 
-    if args.images < 1 or args.tolerance < 0 or not 0 <= args.min_agreement <= 1:
-        raise ValueError(f"--images {args.images}, --tolerance {args.tolerance} and --min-agreement "
-                         f"{args.min_agreement}: expected at least 1, at least 0 and between 0 and 1")
     artifacts = find_artifacts(args.model_dir)
     if not any(artifact.kind == "savedmodel" for artifact in artifacts):
         raise FileNotFoundError(f"{args.model_dir}: no saved_model/ to compare the other formats with")
@@ -51,5 +51,5 @@ def _verify(args) -> int:
           f"agreement: share of the SavedModel's detections scoring >= {AGREEMENT_MIN_SCORE} also found)")
     for row in rows:
         if row.problem:
-            print(f"ssdkit verify: {row.file}: {row.problem}", file=sys.stderr)
+            log.warning(f"{row.file}: {row.problem}")
     return 1 if failed(rows) else 0

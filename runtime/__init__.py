@@ -3,8 +3,10 @@
 Nothing in this package imports TensorFlow (``tests/runtime/test_no_tensorflow.py``
 checks it): it is what runs on a Raspberry Pi or a Coral board.
 """
-from .detector import Detection, Detector, Timings
+from .decoder import Decoded, Decoder
+from .detector import Detection, Detector, RawOutputs, Timings
+from .detector_spec import DetectorSpec, load_spec
 from .spec import ModelSpec
-from .third_party import DetectorSpec, load_spec
 
-__all__ = ["Detection", "Detector", "DetectorSpec", "ModelSpec", "Timings", "load_spec"]
+__all__ = ["Decoded", "Decoder", "Detection", "Detector", "DetectorSpec", "ModelSpec", "RawOutputs", "Timings",
+           "load_spec"]

@@ -3,13 +3,13 @@
 Input: an RGB uint8 HxWx3 image of any size. Output: ``Detection``s with
 boxes in pixels of that image. The spec (embedded in the file, a sidecar
 ``<model>.spec.json``, or given) says how to preprocess and, for models
-without their own NMS, how to decode: then ``postprocess`` runs in numpy,
-exactly as TFLite's postprocess op would (or MediaPipe's weighted NMS, or
-plain hard NMS, as the spec says).
+without their own NMS, how to decode: the spec's ``Decoder`` does that in
+numpy, exactly as TFLite's postprocess op would (or MediaPipe's weighted
+NMS, or plain hard NMS, as the spec says).
 """
 from __future__ import annotations
 
-import math
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,24 +18,67 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import model_files, outputs, postprocess
+from . import limits, model_files, roles as output_roles
 from .backends import Backend, TensorInfo, backend_for_file, open_backend
+from .class_filter import ClassFilter, lowered
+from .decoder import Decoder, dequantize
+from .detector_spec import DetectorSpec, load_spec, parse_spec, shipped_specs
 from .preprocess import Transform, preprocess
 from .spec import ModelSpec
-from .third_party import DetectorSpec, load_spec, parse_spec, shipped_specs
-
 
 # Rank of each role's output for one image (without the batch axis).
+log = logging.getLogger(__name__)
+
 _UNBATCHED_RANK = {"box_encodings": 2, "class_predictions": 2, "detection_boxes": 2, "detection_classes": 1,
                    "detection_scores": 1, "num_detections": 0}
 
 
 @dataclass(frozen=True)
 class Detection:
-    box: tuple[float, float, float, float]  # ymin, xmin, ymax, xmax in pixels of the image
+    """One detected object, pycoral's ``Object`` with named box sides.
+
+    ``box`` is (ymin, xmin, ymax, xmax) in pixels of the image, the OD API's
+    order; ``xmin`` ... ``height`` name its parts so nobody has to remember
+    it. ``class_id`` is the 0-based index into the spec's labels (background
+    excluded), ``label`` its name.
+    """
+
+    box: tuple[float, float, float, float]
     score: float
-    class_id: int  # 0-based index into the spec's labels (background excluded)
+    class_id: int
     label: str
+
+    @property
+    def ymin(self) -> float:
+        return self.box[0]
+
+    @property
+    def xmin(self) -> float:
+        return self.box[1]
+
+    @property
+    def ymax(self) -> float:
+        return self.box[2]
+
+    @property
+    def xmax(self) -> float:
+        return self.box[3]
+
+    @property
+    def width(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def height(self) -> float:
+        return self.box[2] - self.box[0]
+
+    def to_dict(self, **extra: Any) -> dict[str, Any]:
+        """The JSON record of a detection, as ``ssdkit detect`` and the camera's
+        JSON Lines write it: box (pixels, 2 decimals), label, class_id, score
+        (4 decimals). ``extra`` keys (e.g. a track id) follow them; readers
+        treat any key beyond these four as optional."""
+        return {"box": [round(v, 2) for v in self.box], "label": self.label, "class_id": self.class_id,
+                "score": round(self.score, 4), **extra}
 
 
 @dataclass(frozen=True)
@@ -50,15 +93,31 @@ class Timings:
     def total(self) -> float:
         return self.preprocess + self.inference + self.postprocess
 
+    def to_ms(self) -> dict[str, float]:
+        """Milliseconds per stage (2 decimals), as the detection records write them."""
+        return {stage: round(seconds * 1000, 2) for stage, seconds in
+                (("preprocess", self.preprocess), ("inference", self.inference), ("postprocess", self.postprocess))}
+
+
+@dataclass(frozen=True)
+class RawOutputs:
+    """One image's raw SSD outputs as float32: ``box_encodings`` [A, 4]
+    (ty, tx, th, tw, or the spec's order) and ``class_scores`` [A, C(+1)]
+    after the model's activation (logits and activated scores meet on one
+    scale), columns as the model has them."""
+
+    box_encodings: np.ndarray
+    class_scores: np.ndarray
+
 
 class Detector:
-    """Runs an SSD detector (TFLite, Edge TPU or ONNX) on RGB images.
+    """Runs an SSD detector (TFLite, Edge TPU, ONNX or a SavedModel folder) on RGB images.
 
     The model takes one image input (NHWC or NCHW, float or quantized) and
     gives either raw SSD outputs (box encodings [1, A, >=4], class
-    predictions [1, A, C(+1)]) or detections (boxes [1, N, 4] normalized
-    ymin, xmin, ymax, xmax; classes; scores; count), as its spec or
-    ``outputs.find_roles`` tells.
+    predictions [1, A, C(+1)]), decoded by the spec's ``Decoder``, or
+    detections (boxes [1, N, 4] normalized ymin, xmin, ymax, xmax; classes;
+    scores; count), as its spec or ``roles.find_roles`` tells.
 
     Args:
       model_path: a ``.tflite`` (``*_edgetpu.tflite``: Edge TPU) or ``.onnx`` file,
@@ -68,16 +127,60 @@ class Detector:
       spec: a ``DetectorSpec``, ``ModelSpec``, a spec JSON path or a shipped
         spec name, for files that carry none (it overrides an embedded one).
       threads: interpreter threads (default: the device profile's, else the backend's).
-      score_threshold: detections scoring below it are dropped.
+      score_threshold: detections scoring below it are dropped (an attribute:
+        a change applies from the next call).
       backend: ``tflite``, ``litert``, ``tflite_runtime``, ``tensorflow``,
         ``edgetpu``, ``onnx`` or ``savedmodel`` (default: from the file name),
         or a callable ``(model_path, threads) -> Backend`` for a format the
         runtime does not open itself.
+      classes: report only these labels (an allow list; None: all).
+      exclude_classes: never report these labels (a deny list).
+      class_thresholds: {label: minimum score} replacing ``score_threshold``
+        for those classes, above or below it.
+
+    Per-class control (the last three) acts before NMS on a raw-output model:
+    a denied class never suppresses an allowed box, and a class threshold
+    below ``score_threshold`` finds boxes the global one would not. On a
+    TFLite model with the postprocess op the detector reads the op's inputs
+    and runs the same NMS itself (``Decoder``, bit-exact with the op), so the
+    same holds. Where NMS runs inside the model and its inputs cannot be
+    read (ONNX with NonMaxSuppression) the classes are filtered after it: a
+    denied class may have suppressed an allowed one there, and nothing
+    below the model's own score threshold comes back (a warning says so).
+
+    Attributes:
+      spec: the ``DetectorSpec`` in use; ``spec.labels`` names the class ids.
+      roles: which output is which (``roles.OutputRoles``; ``kind`` raw or detections).
+      decoder: the ``Decoder`` of a raw-output model, None for one with its own NMS.
+      class_filter: the ``ClassFilter`` (allow/deny lists, per-class thresholds).
+      postprocess: where detections come from: ``decoder`` (raw outputs),
+        ``model`` (the model's own NMS), ``op-inputs`` (the TFLite op's inputs
+        through the ``Decoder``, for per-class control) or ``model+filter``
+        (the model's NMS, classes filtered after it).
+      timings: seconds per stage of the last call (``Timings``).
+      backend: the loaded model (``backends.Backend``).
+
+    Raises:
+      FileNotFoundError: the model, or a spec file given by path, does not exist.
+      IsADirectoryError: a folder given to a file backend.
+      ValueError: the file is not a model the backend can load; the spec is
+        missing, invalid (the message names the field) or does not fit the
+        model (input size, anchors, classes); the outputs' roles cannot be
+        told; an unknown backend name; an unknown class name (the message
+        names it and the model's labels), or both an allow and a deny list.
+      RuntimeError: the backend's package is not installed (the message says
+        what to install), or the Edge TPU delegate does not start.
+      ``detect``, ``detect_batch`` and ``run_raw`` raise ValueError for an
+      image that is not uint8 HxWx3.
     """
 
     def __init__(self, model_path: str | Path, device: str | Any | None = None,
                  spec: DetectorSpec | ModelSpec | str | Path | None = None, threads: int | None = None,
-                 score_threshold: float = 0.5, backend: str | Callable[[Path, int | None], Backend] | None = None):
+                 score_threshold: float = 0.5, backend: str | Callable[[Path, int | None], Backend] | None = None,
+                 classes: Sequence[str] | None = None, exclude_classes: Sequence[str] | None = None,
+                 class_thresholds: dict[str, float] | None = None):
+        limits.check(score_threshold=score_threshold, threads=threads)  # before the model is opened
+        self.class_filter = ClassFilter.build(classes, exclude_classes, class_thresholds)
         self.model_path = Path(model_path)
         profile = _profile(device)
         threads = threads or getattr(profile, "threads", None)
@@ -90,17 +193,24 @@ class Detector:
         self.score_threshold = score_threshold
         self.timings = Timings()
         self._scratch: dict = {}  # preprocess's reused resize buffer
+        given = _given_spec(spec)  # a bad spec file fails before the model loads
         if callable(backend):
             self.backend: Backend = backend(self.model_path, threads)
         else:
             self.backend = open_backend(self.model_path, backend, threads, library)
         try:
-            self.spec = _resolve_spec(spec, self.model_path, self.backend)
+            self.spec = given or _embedded_spec(self.model_path, self.backend)
             self._input = self._check_input()
-            self.roles, self._settled = outputs.find_roles(
+            self.roles, self._settled = output_roles.find_roles(
                 self.backend.outputs, self.spec.outputs, self.backend.postprocess_op_outputs())
             self._outputs = {info.name: info for info in self.backend.outputs}
-            self._anchors = self._check_raw() if self.roles.kind == "raw" else None
+            self.class_filter.check_labels(self.spec.labels, self.model_path.name)
+            self.decoder = self._raw_decoder() if self.roles.kind == "raw" else None
+            self.postprocess = "decoder" if self.decoder is not None else "model"
+            self._op_decoder: Decoder | None = None
+            self._op_roles: tuple[TensorInfo, TensorInfo] | None = None
+            if self.class_filter.active and self.decoder is None:
+                self._use_op_inputs()
         except BaseException:
             self.backend.close()
             raise
@@ -114,16 +224,36 @@ class Detector:
     def close(self) -> None:
         self.backend.close()
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Detections in an RGB uint8 HxWx3 image, best first, boxes in its pixels."""
-        return self.detect_batch([image])[0]
+    def detect(self, image: np.ndarray, floor: float | None = None) -> list[Detection]:
+        """Detections in an RGB uint8 HxWx3 image, best first, boxes in its pixels.
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        ``floor``: also the detections of reported classes scoring at least
+        this, below their class's threshold (a tracker's low-score stage
+        takes them; ``reported`` tells them apart)."""
+        return self.detect_batch([image], floor)[0]
+
+    def thresholds(self, floor: float | None = None) -> float | np.ndarray:
+        """The score threshold now: one number, or with per-class control the
+        [classes] vector (``inf``: a class not reported); with ``floor``, each
+        reported class's at most ``floor``."""
+        if not self.class_filter.active:
+            return self.score_threshold if floor is None else min(self.score_threshold, floor)
+        vector = self.class_filter.thresholds_for(self.spec.labels, self.score_threshold)
+        return vector if floor is None else lowered(vector, floor)
+
+    def reported(self, detection: Detection) -> bool:
+        """Whether ``detection`` reaches its class's threshold (what ``detect``
+        without ``floor`` returns), rather than only a ``floor``."""
+        thresholds = self.thresholds()
+        if np.ndim(thresholds) == 0:
+            return detection.score >= thresholds
+        return 0 <= detection.class_id < len(thresholds) and detection.score >= thresholds[detection.class_id]
+
+    def detect_batch(self, images: Sequence[np.ndarray], floor: float | None = None) -> list[list[Detection]]:
         """``detect`` on each image; one invocation for all of them when the
         model has a dynamic batch axis (ONNX), else one per image."""
         start = time.perf_counter()
-        prepared = [preprocess(_checked(image), self.spec.preprocessing, self._input, scratch=self._scratch)
-                    for image in images]
+        prepared = [self._prepare(image) for image in images]
         pre_time = time.perf_counter() - start
         if self._input.shape[0] == -1 and len(prepared) > 1:
             groups = [(np.concatenate([tensor for tensor, _ in prepared]), [t for _, t in prepared])]
@@ -135,18 +265,38 @@ class Detector:
             begin = time.perf_counter()
             raw = self.backend.run(tensor)
             ran = time.perf_counter()
-            results += [self._detections(raw, i, transform) for i, transform in enumerate(transforms)]
+            thresholds = self.thresholds(floor)
+            results += [self._detections(raw, i, transform, thresholds) for i, transform in enumerate(transforms)]
             inference, post = inference + ran - begin, post + time.perf_counter() - ran
         self.timings = Timings(pre_time, inference, post)
         return results
 
+    def run_raw(self, image: np.ndarray) -> RawOutputs:
+        """The raw outputs of a raw-output model for one RGB uint8 image, for
+        callers that compare networks rather than detections (``ssdkit
+        verify``, the quantization report). ``timings`` has the preprocess and
+        inference times (postprocess: dequantizing and activating).
+
+        Raises:
+          ValueError: the model outputs detections (it has its own NMS), or a bad image.
+        """
+        if self.decoder is None:
+            raise ValueError(f"{self.model_path}: the model outputs detections, not raw box encodings and scores")
+        start = time.perf_counter()
+        tensor, _ = self._prepare(image)
+        begin = time.perf_counter()
+        raw = self.backend.run(tensor)
+        ran = time.perf_counter()
+        boxes = self._value(raw, "box_encodings", 0)
+        scores = self._value(raw, "class_predictions", 0)
+        result = RawOutputs(boxes[:, :4], self.decoder.activate(scores))
+        self.timings = Timings(begin - start, ran - begin, time.perf_counter() - ran)
+        return result
+
     def raw_output(self, raw: dict[str, np.ndarray], role: str) -> np.ndarray:
         """The output playing ``role`` in a backend result, dequantized to float32."""
-        info = self._outputs[dict(self.roles.names)[role]]
-        value = raw[info.name]
-        if info.quantized:
-            return postprocess.dequantize(value, info.scale, info.zero_point)
-        return np.asarray(value, np.float32)
+        info = self._outputs[self.roles.name_of(role)]
+        return dequantize(raw[info.name], info.scale, info.zero_point)
 
     # -- construction checks ----------------------------------------------
 
@@ -163,47 +313,93 @@ class Detector:
                              f"[1, {size[0]}, {size[1]}, 3] as the spec '{self.spec.name}' says")
         return info
 
-    def _check_raw(self) -> np.ndarray:
-        """The anchors, checked against the shapes of the raw outputs."""
-        names = dict(self.roles.names)
-        boxes, classes = self._outputs[names["box_encodings"]], self._outputs[names["class_predictions"]]
+    def _raw_decoder(self) -> Decoder:
+        """The spec's decoder, checked against the shapes of the raw outputs."""
         if self.spec.anchors is None:
             raise ValueError(f"{self.model_path}: the model outputs raw boxes, but the spec '{self.spec.name}' "
                              "has no anchors to decode them")
-        anchors = self.spec.anchors.center_size()
-        if (boxes.shape[-2] not in (-1, len(anchors)) or boxes.shape[-1] < 4
-                or classes.shape[-2] not in (-1, len(anchors))):
-            raise ValueError(f"{self.model_path}: raw outputs {list(boxes.shape)} and {list(classes.shape)}, "
-                             f"expected [1, {len(anchors)}, 4] and [1, {len(anchors)}, classes] for the spec's "
-                             f"{len(anchors)} anchors")
-        expected = len(self.spec.labels) + (1 if self.spec.scores.background else 0)
-        if self.spec.labels and classes.shape[-1] not in (-1, expected):
-            raise ValueError(f"{self.model_path}: {classes.shape[-1]} class columns, expected {expected} for "
-                             f"{len(self.spec.labels)} labels" + (" plus background" if self.spec.scores.background else ""))
-        return anchors
+        decoder = Decoder(self.spec, scores_activated=self.roles.scores_activated)
+        problem = decoder.shape_problem(self._outputs[self.roles.name_of("box_encodings")].shape,
+                                        self._outputs[self.roles.name_of("class_predictions")].shape)
+        if problem:
+            raise ValueError(f"{self.model_path}: {problem}")
+        return decoder
+
+    def _use_op_inputs(self) -> None:
+        """Per-class control on a model with its own NMS: decode the TFLite
+        postprocess op's inputs with the spec's ``Decoder`` (the op's NMS, bit
+        for bit, with denied classes out before it) when the backend can read
+        them and the spec describes that op; else filter after the model's NMS."""
+        found = self.backend.postprocess_op_inputs()
+        spec = self.spec
+        reason = None
+        if found is None:
+            reason = "NMS runs inside the model and its inputs cannot be read"
+        elif spec.anchors is None or spec.nms.kind not in ("tflite", "tflite_regular"):
+            reason = "the spec does not describe the model's TFLite postprocess op (anchors and NMS)"
+        else:
+            boxes, scores, anchors = found
+            decoder = Decoder(spec, scores_activated=True)  # the op takes scores, not logits
+            if decoder.shape_problem(boxes.shape, scores.shape) or anchors.shape != decoder.anchors.shape or \
+                    not np.allclose(anchors, decoder.anchors, atol=1e-5):
+                reason = "the postprocess op's anchors or inputs do not match the spec"
+            else:
+                self._op_decoder, self._op_roles, self.postprocess = decoder, (boxes, scores), "op-inputs"
+                return
+        self.postprocess = "model+filter"
+        log.warning(f"{self.model_path.name}: {reason}, so classes are filtered after the model's NMS: an "
+                    "excluded class may still have suppressed an overlapping allowed box or taken one of its "
+                    f"{spec.nms.max_detections} detection slots, and no class threshold recovers what the model "
+                    "dropped. A raw-output export (_nonms.tflite, raw ONNX) gives exact per-class control.")
 
     # -- decoding ------------------------------------------------------------
 
-    def _value(self, raw: dict[str, np.ndarray], role: str, item: int) -> np.ndarray:
-        """Batch item ``item`` of a role's output; outputs without a batch axis pass whole."""
-        value = self.raw_output(raw, role)
-        return value[item] if value.ndim > _UNBATCHED_RANK[role] else value
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
+        return preprocess(_checked(image), self.spec.preprocessing, self._input, scratch=self._scratch)
 
-    def _detections(self, raw: dict[str, np.ndarray], item: int, transform: Transform) -> list[Detection]:
+    def _item(self, raw: dict[str, np.ndarray], role: str, item: int) -> tuple[np.ndarray, TensorInfo]:
+        """Batch item ``item`` of a role's output as the model gave it (outputs
+        without a batch axis pass whole), and its tensor's description."""
+        info = self._outputs[self.roles.name_of(role)]
+        value = np.asarray(raw[info.name])
+        return (value[item] if value.ndim > _UNBATCHED_RANK[role] else value), info
+
+    def _value(self, raw: dict[str, np.ndarray], role: str, item: int) -> np.ndarray:
+        """``_item`` dequantized to float32."""
+        value, info = self._item(raw, role, item)
+        return dequantize(value, info.scale, info.zero_point)
+
+    def _detections(self, raw: dict[str, np.ndarray], item: int, transform: Transform,
+                    thresholds: float | np.ndarray) -> list[Detection]:
         if not self._settled:
-            settled = outputs.settle(self.roles, raw)
+            settled = output_roles.settle(self.roles, raw)
             if settled is not None:
                 self.roles, self._settled = settled, True
-        if self.roles.kind == "raw":
-            boxes, classes, scores = self._decode_raw(raw, item)
+        if self.decoder is not None:
+            (boxes, box_info), (classes, class_info) = (self._item(raw, role, item) for role in output_roles.RAW_ROLES)
+            found = self.decoder.decode(boxes, classes, thresholds, (box_info.scale, box_info.zero_point),
+                                        (class_info.scale, class_info.zero_point))
+            boxes, classes, scores = found.boxes, found.classes, found.scores
+        elif self._op_decoder is not None:
+            (box_info, score_info) = self._op_roles
+            boxes, scores = (np.asarray(raw[info.name]) for info in (box_info, score_info))
+            boxes, scores = (v[item] if v.ndim > 2 else v for v in (boxes, scores))
+            found = self._op_decoder.decode(boxes, scores, thresholds, (box_info.scale, box_info.zero_point),
+                                            (score_info.scale, score_info.zero_point))
+            boxes, classes, scores = found.boxes, found.classes, found.scores
         else:
             boxes, classes, scores = self._read_detections(raw, item)
-        keep = scores >= self.score_threshold
+            if np.ndim(thresholds) == 0:
+                keep = scores >= thresholds
+            else:  # filtered after the model's NMS; a class id beyond the labels is not one that was asked for
+                known = (classes >= 0) & (classes < len(thresholds))
+                keep = known & (scores >= thresholds[np.where(known, classes, 0)])
+            boxes, classes, scores = boxes[keep], classes[keep], scores[keep]
         labels = self.spec.labels
         return [
             Detection(tuple(float(v) for v in box), float(score), int(cls),
                       labels[cls] if 0 <= cls < len(labels) else str(cls))
-            for box, score, cls in zip(transform.to_pixels(boxes[keep]), scores[keep], classes[keep].tolist())
+            for box, score, cls in zip(transform.to_pixels(boxes), scores, classes.tolist())
         ]
 
     def _read_detections(self, raw: dict[str, np.ndarray], item: int):
@@ -215,81 +411,6 @@ class Detector:
             count = min(count, int(self._value(raw, "num_detections", item).reshape(-1)[0]))
         ids = np.round(classes[:count]).astype(np.int64) - self.spec.class_offset
         return boxes[:count], ids, scores[:count]
-
-    def _decode_raw(self, raw: dict[str, np.ndarray], item: int):
-        names = dict(self.roles.names)
-        class_info = self._outputs[names["class_predictions"]]
-        class_values = np.asarray(raw[class_info.name])
-        class_values = class_values[item] if class_values.ndim > _UNBATCHED_RANK["class_predictions"] else class_values
-        spec, nms = self.spec, self.spec.nms
-        activation = "none" if self.roles.scores_activated else spec.scores.activation
-        # Raising the NMS threshold to the caller's changes nothing above it
-        # (lower scores never suppress higher ones) but skips most anchors.
-        # Weighted NMS averages every candidate, so it keeps its own.
-        threshold = nms.score_threshold if nms.kind == "weighted" else max(nms.score_threshold, self.score_threshold)
-        rows = _candidate_rows(class_values, class_info, activation, threshold, spec.scores.background)
-        scores = postprocess.activate(postprocess.dequantize(class_values[rows], class_info.scale, class_info.zero_point),
-                                      activation, spec.scores.clip)
-        if not spec.scores.background:
-            scores = np.concatenate([np.zeros((len(scores), 1), np.float32), scores], axis=1)
-        encodings = self._value(raw, "box_encodings", item)[rows, :4]
-        if spec.box_coding.order == "xywh":
-            encodings = encodings[:, [1, 0, 3, 2]]
-        anchors = self._anchors[rows]
-        if nms.kind in ("tflite", "tflite_regular"):
-            boxes, classes, out_scores, count = postprocess.detection_postprocess(
-                encodings, scores, anchors, max_detections=nms.max_detections,
-                detections_per_class=nms.detections_per_class, use_regular_nms=nms.kind == "tflite_regular",
-                nms_score_threshold=threshold, nms_iou_threshold=nms.iou_threshold, scales=spec.box_coding.scales)
-            return boxes[:count], classes[:count].astype(np.int64), out_scores[:count]
-        decoded = self._decode_boxes(encodings, anchors)
-        if nms.kind == "weighted":
-            best = scores[:, 1:].argmax(axis=1)
-            best_scores = scores[np.arange(len(scores)), best + 1]
-            candidates = np.flatnonzero(best_scores >= threshold)
-            boxes, out_scores, index = postprocess.weighted_nms(
-                decoded[candidates], best_scores[candidates], nms.iou_threshold)
-            n = nms.max_detections
-            return boxes[:n], best[candidates][index][:n], out_scores[:n]
-        anchor_ids, class_ids = np.nonzero(scores[:, 1:] >= np.float32(threshold))
-        pair_scores = scores[anchor_ids, class_ids + 1]
-        kept = postprocess.batched_nms(decoded[anchor_ids], pair_scores, class_ids, nms.iou_threshold, threshold,
-                                       nms.max_detections, nms.class_agnostic)
-        return decoded[anchor_ids[kept]], class_ids[kept], pair_scores[kept]
-
-    def _decode_boxes(self, encodings: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-        coding = self.spec.box_coding
-        if coding.kind == "faster_rcnn":
-            return postprocess.decode_boxes(encodings, anchors, coding.scales)
-        return postprocess.decode_pixel_scaled(encodings, anchors, coding.scales, reverse_output_order=False,
-                                               apply_exponential_on_box_size=coding.exponential_size,
-                                               fixed_anchor_size=False)
-
-
-def _candidate_rows(values: np.ndarray, info: TensorInfo, activation: str, threshold: float,
-                    background: bool) -> np.ndarray | slice:
-    """Anchors (rows of the raw [A, C] class output) whose activated score can
-    reach ``threshold`` in a foreground column: a superset, found on the raw
-    (possibly quantized) values, so only those rows are dequantized and
-    activated. Sigmoid and the identity are monotonic; the 1e-6 margin covers
-    float32 activation error. Softmax depends on the whole row: all rows."""
-    low = threshold - 1e-6
-    if activation == "softmax" or low <= 0:
-        return slice(None)
-    if activation == "sigmoid":
-        if low >= 1:
-            return np.empty(0, np.int64)
-        low = math.log(low / (1 - low))
-    foreground = values[:, 1:] if background else values
-    if info.quantized:
-        bound = math.floor(low / info.scale + info.zero_point) - 1
-        limits = np.iinfo(info.dtype)
-        if bound <= limits.min:
-            return slice(None)
-        mask = foreground >= min(bound, limits.max)
-    else:
-        mask = foreground >= low
-    return np.flatnonzero(mask.any(axis=1))
 
 
 def _checked(image: np.ndarray) -> np.ndarray:
@@ -309,14 +430,17 @@ def _profile(device):
     return load_profile(str(device))
 
 
-def _resolve_spec(spec, model_path: Path, backend: Backend) -> DetectorSpec:
-    """The given spec, else the one embedded in the file, else its sidecar."""
-    if isinstance(spec, DetectorSpec):
+def _given_spec(spec) -> DetectorSpec | None:
+    """The spec the caller gave, as a ``DetectorSpec`` (None: none given)."""
+    if spec is None or isinstance(spec, DetectorSpec):
         return spec
     if isinstance(spec, ModelSpec):
         return DetectorSpec.from_model_spec(spec)
-    if spec is not None:
-        return load_spec(spec)
+    return load_spec(spec)
+
+
+def _embedded_spec(model_path: Path, backend: Backend) -> DetectorSpec:
+    """The spec embedded in the file, else its sidecar."""
     text = model_files.embedded_spec_text(model_path, backend.metadata())
     if text is not None:
         return parse_spec(text, model_path.parent, f"{model_path}: the embedded spec")

@@ -50,16 +50,17 @@ class MediaPipeSsdAnchors:
 
     def __post_init__(self):
         # MediaPipe CHECK-fails (or, with feature maps but no strides, loops
-        # forever); a clear error instead.
+        # forever); a clear error instead, in the spec file's field names.
         if len(self.strides) != self.num_layers:
-            raise ValueError(f"mediapipe_ssd anchors: {len(self.strides)} strides for num_layers {self.num_layers}, "
-                             "expected one stride per layer")
+            raise ValueError(f"anchors.strides is {list(self.strides)}, expected {self.num_layers} strides "
+                             f"(one per layer: num_layers is {self.num_layers})")
         if self.feature_map_height or self.feature_map_width:
             if not len(self.feature_map_height) == len(self.feature_map_width) == self.num_layers:
-                raise ValueError(f"mediapipe_ssd anchors: feature_map_height {list(self.feature_map_height)} and "
-                                 f"feature_map_width {list(self.feature_map_width)}, expected {self.num_layers} values each")
+                raise ValueError(f"anchors.feature_map_height/width are {list(self.feature_map_height)} and "
+                                 f"{list(self.feature_map_width)}, expected {self.num_layers} values each")
         if not self.aspect_ratios and self.interpolated_scale_aspect_ratio <= 0:
-            raise ValueError("mediapipe_ssd anchors: no aspect_ratios and no interpolated anchor, so no anchors")
+            raise ValueError("anchors.aspect_ratios is [] and interpolated_scale_aspect_ratio is not positive, "
+                             "expected one of them (else there are no anchors)")
 
     def _scale(self, index: int) -> np.float32:
         lo, hi, n = np.float32(self.min_scale), np.float32(self.max_scale), len(self.strides)

@@ -30,8 +30,9 @@ from .spec import ModelSpec
 SPEC_NAME = "ssdkit_spec.json"
 LABELS_NAME = "labels.txt"
 ONNX_KEY = "ssdkit_spec"
-SAVEDMODEL_DIR = "assets.extra"
-SAVEDMODEL_SPEC = f"{SAVEDMODEL_DIR}/{SPEC_NAME}"
+SAVEDMODEL_FOLDER = "saved_model"  # an export folder's SavedModel: build/MODEL/saved_model/
+SAVEDMODEL_ASSETS = "assets.extra"  # the SavedModel's files TensorFlow ignores: the spec, labels.txt
+SAVEDMODEL_SPEC = f"{SAVEDMODEL_ASSETS}/{SPEC_NAME}"
 SIDECAR_SUFFIX = ".spec.json"
 
 
@@ -62,7 +63,7 @@ def embed_in_tflite(model_bytes: bytes, spec: ModelSpec) -> bytes:
 
 def write_savedmodel_spec(saved_model_dir: str | Path, spec: ModelSpec) -> None:
     """Writes the spec files into ``saved_model_dir/assets.extra``."""
-    folder = Path(saved_model_dir) / SAVEDMODEL_DIR
+    folder = Path(saved_model_dir) / SAVEDMODEL_ASSETS
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in spec_files(spec).items():
         (folder / name).write_bytes(data)

@@ -6,18 +6,26 @@ into every artifact exported from it (SavedModel ``assets.extra``, TFLite
 metadata, ONNX ``metadata_props``); the runtime reads it back, so no
 anchors, scales, normalization or labels are ever copied by hand. A spec is
 plain JSON (see ``to_json``) so that the runtime can read it without TensorFlow.
+
+``build`` turns JSON into any of these dataclasses with every field checked
+against its type: the one builder for ssdkit's own specs, third-party specs
+(``detector_spec.py``) and checkpoints.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 
 from . import anchors as anchor_math
 from .box_coder import SSD_SCALES
+from .roles import OutputRoles
 
 SPEC_VERSION = 1
 
@@ -90,7 +98,6 @@ class MultiscaleGridAnchors:
 
 
 AnchorGenerator = Union[MultipleGridAnchors, MultiscaleGridAnchors]
-_ANCHOR_KINDS = {cls.kind: cls for cls in (MultipleGridAnchors, MultiscaleGridAnchors)}
 
 
 @dataclass(frozen=True)
@@ -102,32 +109,17 @@ class BoxCoder:
 
 @dataclass(frozen=True)
 class PostProcessing:
-    """Defaults of the detection postprocessing a model was configured with."""
+    """Defaults of the detection postprocessing a model was configured with.
+
+    The NMS defaults are the OD API's SSD configs' (score 1e-8, IoU 0.6, 100
+    detections, 100 per class), those of third-party specs too (``Nms``).
+    """
 
     score_activation: Literal["sigmoid", "softmax"] = "sigmoid"
     score_threshold: float = 1e-8
     iou_threshold: float = 0.6
     max_detections: int = 100
     detections_per_class: int = 100
-
-
-@dataclass(frozen=True)
-class OutputRoles:
-    """Which output tensor of an exported file plays which role.
-
-    ``kind`` is ``"raw"`` (roles ``box_encodings`` and ``class_predictions``;
-    ``scores_activated`` says whether the class outputs are already scores) or
-    ``"detections"`` (``detection_boxes``, ``detection_classes``,
-    ``detection_scores``, ``num_detections``, as TFLite's postprocess op emits).
-    ``names`` pairs each role with the tensor name in the file.
-    """
-
-    kind: Literal["raw", "detections"]
-    names: tuple[tuple[str, str], ...]
-    scores_activated: bool = False
-
-    def name_of(self, role: str) -> str:
-        return dict(self.names)[role]
 
 
 @dataclass(frozen=True)
@@ -147,7 +139,7 @@ class ModelSpec:
     labels: tuple[str, ...]
     box_coder: BoxCoder = field(default_factory=BoxCoder)
     postprocessing: PostProcessing = field(default_factory=PostProcessing)
-    outputs: OutputRoles | None = None  # set in exported files, not in the zoo
+    outputs: Optional[OutputRoles] = None  # set in exported files, not in the zoo
 
     @property
     def num_classes(self) -> int:
@@ -177,39 +169,132 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        """The spec ``to_dict`` wrote; a wrong type or an unknown field is a ValueError naming the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a model spec is a JSON object, not {_shown(data)}")
         version = data.get("ssdkit_spec_version")
         if version != SPEC_VERSION:
             raise ValueError(f"model spec version {version!r} is not supported, expected {SPEC_VERSION}")
-        anchors = dict(data["anchors"])
-        kind = anchors.get("kind")
-        if kind not in _ANCHOR_KINDS:
-            raise ValueError(f"unknown anchor generator kind {kind!r}, expected one of {sorted(_ANCHOR_KINDS)}")
-        return cls(
-            name=data["name"],
-            preprocessing=_build(Preprocessing, data["preprocessing"]),
-            anchors=_build(_ANCHOR_KINDS[kind], anchors),
-            feature_map_shapes=tuple(tuple(int(v) for v in s) for s in data["feature_map_shapes"]),
-            labels=tuple(data["labels"]),
-            box_coder=_build(BoxCoder, data.get("box_coder", {})),
-            postprocessing=_build(PostProcessing, data.get("postprocessing", {})),
-            outputs=_build(OutputRoles, data["outputs"]) if data.get("outputs") else None,
-        )
+        return build(cls, {key: value for key, value in data.items() if key != "ssdkit_spec_version"})
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
         return cls.from_dict(json.loads(text))
 
 
-def _build(cls, values: dict[str, Any]):
-    """Builds a frozen dataclass from JSON values, lists turned back into tuples."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
+def build(cls, values: Any, where: str = ""):
+    """The frozen dataclass ``cls`` from a JSON object, every field checked
+    against its type hint: bool, int (not 8.5, not "8"), float (finite), str,
+    a ``Literal``'s values, ``Path``, tuples (from JSON lists), ``Optional``,
+    nested dataclasses, and unions of dataclasses told apart by their
+    ``kind``. Unknown and missing fields are errors. Every error is one
+    ``ValueError`` naming the field by its path (``where``, e.g. "nms" gives
+    "nms.iou_threshold is "0.5", expected a number"). Ranges are the
+    caller's to check: types say what a field is, not what it may be."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or 'the spec'} is {_shown(values)}, expected an object")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}, expected some of {sorted(names)}")
-    return cls(**{k: _tuples(v) for k, v in values.items()})
+        raise ValueError(f"unknown {where + ' ' if where else ''}field(s) {unknown}, expected some of {sorted(fields)}")
+    given = {}
+    for name, f in fields.items():
+        path = f"{where}.{name}" if where else name
+        if name in values:
+            given[name] = json_value(hints[name], values[name], path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{path} is missing")
+    return cls(**given)
 
 
-def _tuples(value):
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
+def json_value(hint, value: Any, path: str):
+    """``value`` as type ``hint`` (lists become tuples), or a ValueError naming ``path``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return json_value(options[0], value, path)
+        kinds = {_kind(a): a for a in options if dataclasses.is_dataclass(a)}
+        if len(kinds) == len(options) and dataclasses.MISSING not in kinds:  # dataclasses told apart by "kind"
+            kind = value.get("kind") if isinstance(value, dict) else None
+            if kind not in kinds:
+                raise ValueError(f"{path}.kind is {_shown(kind)}, expected one of {', '.join(map(repr, kinds))}")
+            return build(kinds[kind], value, path)
+        for option in options:
+            try:
+                return json_value(option, value, path)
+            except ValueError:
+                continue
+        raise ValueError(f"{path} is {_shown(value)}, expected {_described(hint)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path} is {_shown(value)}, expected {_described(hint)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(json_value(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{path} is {_shown(value)}, expected {_described(hint)}")
+        return tuple(json_value(a, item, f"{path}[{i}]") for i, (a, item) in enumerate(zip(args, value)))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        str: isinstance(value, str),
+        Path: isinstance(value, str) and bool(value),
+    }
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+    elif hint in ok:
+        if ok[hint]:
+            return float(value) if hint is float else Path(value) if hint is Path else value
+    else:
+        raise TypeError(f"{path}: no JSON rule for the type {hint!r}")
+    raise ValueError(f"{path} is {_shown(value)}, expected {_described(hint)}")
+
+
+def _kind(cls):
+    """The default of a dataclass's ``kind`` field (``dataclasses.MISSING`` without one)."""
+    return next((f.default for f in dataclasses.fields(cls) if f.name == "kind"), dataclasses.MISSING)
+
+
+def _described(hint) -> str:
+    """What a value of type ``hint`` looks like in JSON, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin is Union:
+        return " or ".join("null" if a is type(None) else _described(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(args[0])}"
+        if len(set(args)) == 1:
+            return f"a list of {len(args)} {_plural(args[0])}"
+        return f"a list of {len(args)} values"
+    if dataclasses.is_dataclass(hint):
+        return "an object"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            Path: "a file name"}.get(hint, str(hint))
+
+
+def _plural(hint) -> str:
+    described = _described(hint)
+    for article in ("an ", "a "):
+        if described.startswith(article):
+            return described[len(article):] + "s"
+    return described
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON, shortened: how the user wrote it."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -6,7 +6,7 @@ itself in a circle.
     convert: export <- tflite, onnx <- savedmodel, train <- models, zoo, checkpoint
     calibration | evaluation          (independent of each other)
     datasets
-    runtime, devices.profiles, fileio, tables
+    runtime, devices.profiles, fileio, tables, log
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ PACKAGE_DIRS = {"ssdkit": "ssdkit", "runtime": "ssdkit.runtime", "devices": "ssd
 # (module prefix, layer); the longest matching prefix decides. Within a layer,
 # different prefixes may import each other only as ALLOWED_SIDEWAYS says.
 LAYERS = (
-    ("ssdkit.fileio", 0), ("ssdkit.tables", 0), ("ssdkit.runtime", 0), ("ssdkit.devices", 0),
+    ("ssdkit.fileio", 0), ("ssdkit.tables", 0), ("ssdkit.log", 0), ("ssdkit.runtime", 0), ("ssdkit.devices", 0),
     ("ssdkit.datasets", 1),
     ("ssdkit.calibration", 2), ("ssdkit.evaluation", 2),
     ("ssdkit.convert.zoo", 3.0), ("ssdkit.convert.checkpoint", 3.0), ("ssdkit.convert.models", 3.0),
@@ -35,6 +35,7 @@ LAYERS = (
 CLI_LAYER = 4
 ALLOWED_SIDEWAYS = {
     ("ssdkit.runtime", "ssdkit.fileio"), ("ssdkit.runtime", "ssdkit.devices"), ("ssdkit.runtime", "ssdkit.tables"),
+    ("ssdkit.runtime", "ssdkit.log"),
     ("ssdkit.convert.zoo", "ssdkit.convert.models"), ("ssdkit.convert.models", "ssdkit.convert.zoo"),
     ("ssdkit.convert.checkpoint", "ssdkit.convert.models"), ("ssdkit.convert.checkpoint", "ssdkit.convert.zoo"),
 }

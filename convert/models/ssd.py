@@ -9,7 +9,7 @@ import tf_keras as keras
 
 from ssdkit.runtime.spec import ModelSpec
 
-from ..zoo import ModelConfig, get_entry, model_spec
+from ..zoo import ModelDefinition
 from .backbones import BackboneEndpoints, build_backbone, imagenet_weights_file
 from .feature_maps import build_feature_maps
 from .heads import build_box_predictor
@@ -21,23 +21,28 @@ class UntrainedWarning(UserWarning):
 
 @dataclass
 class SSDModel:
-    """A built network with its spec. ``keras_model`` maps a normalized float
-    image batch [B, H, W, 3] to {"box_encodings": [B, A, 4],
+    """A built network with its definition. ``keras_model`` maps a normalized
+    float image batch [B, H, W, 3] to {"box_encodings": [B, A, 4],
     "class_predictions": [B, A, C+1] logits}."""
 
     keras_model: keras.Model
-    spec: ModelSpec
-    config: ModelConfig
+    definition: ModelDefinition
     backbone: keras.Model
 
+    @property
+    def spec(self) -> ModelSpec:
+        return self.definition.spec
 
-def build_model(config: ModelConfig) -> SSDModel:
-    spec = model_spec(config)
-    arch = get_entry(config.model).architecture
+
+def build_model(definition: ModelDefinition) -> SSDModel:
+    """The Keras network ``definition`` describes (a zoo model's:
+    ``ModelConfig(...).definition()``). Raises RuntimeError when its feature
+    maps do not come out at the sizes the spec's anchors sit on."""
+    spec, arch = definition.spec, definition.architecture
     height, width = spec.input_size
     inputs = keras.Input(shape=(height, width, 3), name="normalized_image")
-    endpoints: BackboneEndpoints = build_backbone(arch.backbone, inputs, config.width)
-    feature_maps = build_feature_maps(arch, endpoints, config.width)
+    endpoints: BackboneEndpoints = build_backbone(arch.backbone, inputs, definition.width)
+    feature_maps = build_feature_maps(arch, endpoints, definition.width)
     built_shapes = tuple(tuple(keras.backend.int_shape(f)[1:3]) for f in feature_maps)
     if built_shapes != spec.feature_map_shapes:
         raise RuntimeError(f"{spec.name}: network feature maps {built_shapes} differ from the spec's {spec.feature_map_shapes}")
@@ -47,7 +52,7 @@ def build_model(config: ModelConfig) -> SSDModel:
     model = keras.Model(
         inputs, {"box_encodings": box_encodings, "class_predictions": class_predictions}, name=spec.name
     )
-    return SSDModel(model, spec, config, endpoints.model)
+    return SSDModel(model, definition, endpoints.model)
 
 
 def load_backbone_weights(model: SSDModel, source: str) -> Path | None:
@@ -56,8 +61,8 @@ def load_backbone_weights(model: SSDModel, source: str) -> Path | None:
     Returns the file loaded, if any."""
     if source == "none":
         return None
-    arch = get_entry(model.config.model).architecture
-    path = imagenet_weights_file(arch.backbone, model.config.width) if source == "auto" else Path(source)
+    arch, width = model.definition.architecture, model.definition.width
+    path = imagenet_weights_file(arch.backbone, width) if source == "auto" else Path(source)
     if path is None:
         return None
     if not path.is_file():
@@ -65,7 +70,7 @@ def load_backbone_weights(model: SSDModel, source: str) -> Path | None:
     try:
         model.backbone.load_weights(str(path))
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: cannot load into the {arch.backbone} backbone at width {model.config.width}: {exc}") from exc
+        raise ValueError(f"{path}: cannot load into the {arch.backbone} backbone at width {width}: {exc}") from exc
     return path
 
 

@@ -22,11 +22,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ssdkit.runtime.spec import ModelSpec, OutputRoles, PostProcessing
+from ssdkit.runtime.roles import DETECTION_ROLES, OutputRoles
+from ssdkit.runtime.spec import ModelSpec, PostProcessing
 
 from .files import write_onnx
 
-DETECTION_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -79,7 +79,7 @@ def add_nms(raw: onnx.ModelProto, spec: ModelSpec, post: PostProcessing) -> onnx
     batch = raw.graph.input[0].type.tensor_type.shape.dim[0]
     shapes = {"detection_boxes": [count, 4], "detection_classes": [count], "detection_scores": [count],
               "num_detections": []}
-    for name in DETECTION_OUTPUTS:
+    for name in DETECTION_ROLES:
         info = helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, *shapes[name]])
         info.type.tensor_type.shape.dim[0].CopyFrom(batch)
         model.graph.output.append(info)
@@ -87,7 +87,8 @@ def add_nms(raw: onnx.ModelProto, spec: ModelSpec, post: PostProcessing) -> onnx
 
 
 def _decode(g: _Graph, encodings: str, spec: ModelSpec) -> str:
-    """[N, A, 4] (ty, tx, th, tw) -> corners, against the spec's anchors (one initializer)."""
+    """[N, A, 4] (ty, tx, th, tw) -> corners, against the spec's anchors (one initializer).
+    ``box_coder.decode_center_size``'s formula in graph ops (rounding is the runtime's, not the kernel's)."""
     anchors = g.const(spec.anchors_center_size(), name="nms/anchors")  # [A, 4] yc, xc, h, w
     pairs = g.const([2, 2], np.int64)
     scaled = g.op("Div", encodings, g.const(spec.box_coder.scales))
@@ -99,7 +100,8 @@ def _decode(g: _Graph, encodings: str, spec: ModelSpec) -> str:
 
 
 def _scores(g: _Graph, logits: str, post: PostProcessing) -> str:
-    """[N, A, C+1] logits -> [N, C, A] foreground scores, NonMaxSuppression's layout."""
+    """[N, A, C+1] logits -> [N, C, A] foreground scores, NonMaxSuppression's layout
+    (``decoder.activate`` in graph ops)."""
     activation = "Softmax" if post.score_activation == "softmax" else "Sigmoid"
     scores = g.op(activation, logits, **({"axis": -1} if activation == "Softmax" else {}))
     foreground = g.op("Slice", scores, g.const([1], np.int64), g.const([_INT64_MAX], np.int64), g.const([2], np.int64))
@@ -130,7 +132,6 @@ def _detections(g: _Graph, boxes: str, scores: str, selected: str, anchors: int,
 def export_onnx_nms(raw_path: Path, spec: ModelSpec, post: PostProcessing) -> Path:
     """Writes ``<model>_nms[_int8].onnx`` beside the raw file it finishes; its
     spec says "detections" so ``Detector`` reads the four outputs directly."""
-    roles = OutputRoles("detections", tuple((name, name) for name in DETECTION_OUTPUTS))
-    file_spec = dataclasses.replace(spec, postprocessing=post, outputs=roles)
+    file_spec = dataclasses.replace(spec, postprocessing=post, outputs=OutputRoles.named_as_roles("detections"))
     model = add_nms(onnx.load(str(raw_path)), spec, post)
     return write_onnx(model, file_spec, raw_path.with_name(nms_file_name(raw_path)))

@@ -9,7 +9,7 @@ ONNX Runtime's ``quant_pre_process`` folds what the converter left apart
 """
 from __future__ import annotations
 
-import sys
+import logging
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -17,19 +17,14 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from ssdkit.log import progress
 from ssdkit.runtime.model_files import read_spec
 from ssdkit.runtime.preprocess import preprocess
 from ssdkit.runtime.spec import ModelSpec
 
 from .files import one_line, write_onnx
 
-ONNX_QUANTS = ("fp32", "int8")
-
-
-def check_quant(quant: str) -> str:
-    if quant not in ONNX_QUANTS:
-        raise ValueError(f"ONNX export supports --quant {' or '.join(ONNX_QUANTS)}, not {quant!r}")
-    return quant
+log = logging.getLogger(__name__)
 
 
 def int8_file_name(raw_path: Path) -> str:
@@ -43,7 +38,7 @@ def calibration_reader(images: Sequence[np.ndarray], spec: ModelSpec, input_name
     preprocess's own message, not inside ONNX Runtime."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    feeds = iter([{input_name: preprocess(image, spec.preprocessing)[0]} for image in images])
+    feeds = iter(progress([{input_name: preprocess(image, spec.preprocessing)[0]} for image in images], "calibrating"))
 
     class Images(CalibrationDataReader):
         def get_next(self) -> dict | None:
@@ -62,7 +57,7 @@ def quantize_onnx(raw_path: Path, images: Sequence[np.ndarray]) -> Path:
     spec = read_spec(raw_path)
     target = raw_path.with_name(int8_file_name(raw_path))
     input_name = onnx.load(str(raw_path), load_external_data=False).graph.input[0].name
-    print(f"ssdkit export: quantizing to {target.name}, calibrating on {len(images)} images", file=sys.stderr)
+    log.info(f"quantizing to {target.name}, calibrating on {len(images)} images")
     reader = calibration_reader(images, spec, input_name)
     with tempfile.TemporaryDirectory(prefix="ssdkit-onnx-quant-") as work:
         prepared, quantized = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"

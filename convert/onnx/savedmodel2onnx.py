@@ -16,25 +16,19 @@ older OpenCV and ONNX Runtime builds on devices may not read.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 
 import onnx
 import tensorflow as tf
 
-from ssdkit.runtime.spec import ModelSpec, OutputRoles
+from ssdkit.runtime.roles import OutputRoles
+from ssdkit.runtime.spec import ModelSpec
 
 from .files import one_line, write_onnx
+from .options import DEFAULT_OPSET, check_opset
 
-DEFAULT_OPSET = 17
-SUPPORTED_OPSETS = range(13, 18)
-RAW_ROLES = OutputRoles("raw", (("box_encodings", "box_encodings"), ("class_predictions", "class_predictions")))
-
-
-def check_opset(opset: int) -> int:
-    if opset not in SUPPORTED_OPSETS:
-        raise ValueError(f"opset {opset} is not supported, expected {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}")
-    return opset
+log = logging.getLogger(__name__)
 
 
 def raw_file_name(model_name: str) -> str:
@@ -83,10 +77,10 @@ def export_onnx(saved_model: Path, spec: ModelSpec, out_dir: Path, opset: int = 
     check_opset(opset)
     function, _loaded = _raw_function(saved_model, spec, dynamic_batch)
     target = Path(out_dir) / raw_file_name(spec.name)
-    print(f"ssdkit export: converting to {target.name} (opset {opset})", file=sys.stderr)
+    log.info(f"converting to {target.name} (opset {opset})")
     try:
         model, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
     except Exception as exc:  # tf2onnx raises many types; the user needs one line
         raise RuntimeError(f"{saved_model}: tf2onnx could not convert the model ({one_line(exc)})") from exc
     _name_dimensions(model, spec)
-    return write_onnx(model, dataclasses.replace(spec, outputs=RAW_ROLES), target)
+    return write_onnx(model, dataclasses.replace(spec, outputs=OutputRoles.named_as_roles("raw")), target)

@@ -22,13 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from ssdkit.fileio import atomic_path
+from ssdkit.runtime.model_files import write_savedmodel_spec
 from ssdkit.runtime.spec import ModelSpec
 
 from . import tf_box_coder
 from ..models.ssd import SSDModel
 
-SPEC_FILE = "assets.extra/ssdkit_spec.json"
-LABELS_FILE = "assets.extra/labels.txt"
 
 
 def normalize(images, spec: ModelSpec):
@@ -41,6 +40,7 @@ def normalize(images, spec: ModelSpec):
 
 
 def scores_from_logits(logits, spec: ModelSpec):
+    """``decoder.activate`` in TensorFlow ops, for the graphs (serving, TFLite)."""
     if spec.postprocessing.score_activation == "softmax":
         return tf.nn.softmax(logits, axis=-1)
     return tf.sigmoid(logits)
@@ -108,8 +108,6 @@ def export_savedmodel(model: SSDModel, target: Path) -> Path:
     with atomic_path(target, directory=True) as tmp:
         module = DetectionModule(model)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve, "raw": module.raw, "raw_batch": module.raw_batch})
-        (tmp / SPEC_FILE).parent.mkdir(exist_ok=True)
-        (tmp / SPEC_FILE).write_text(model.spec.to_json())
-        (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in model.spec.labels))
+        write_savedmodel_spec(tmp, model.spec)
         _check_round_trip(tmp, model)
     return target

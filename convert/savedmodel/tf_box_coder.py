@@ -1,7 +1,9 @@
 """The Faster R-CNN box coder in TensorFlow, for graphs and training.
 
 Same math as ``ssdkit.runtime.box_coder`` (the numpy reference, which the
-tests compare this against); boxes and anchors are corners [..., 4].
+tests compare this against), in graph ops: the numpy decoder rounds as
+TFLite's kernel, this one as TensorFlow computes. Boxes and anchors are
+corners [..., 4].
 """
 from __future__ import annotations
 

@@ -15,14 +15,15 @@ and, from ``edgetpu_compiler``, ``<stem>_edgetpu.tflite`` and ``.log``.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ssdkit.fileio import atomic_path
+from ssdkit.tables import markdown_table
 from ssdkit.runtime.model_files import append_associated_files, tflite_associated_files
 
 from .flatbuffer import Op, ops
@@ -44,6 +45,8 @@ NO_FUSED_ACTIVATION = frozenset({"AVERAGE_POOL_2D", "CONCATENATION", "MAX_POOL_2
 EIGHT_BIT = frozenset({"INT8", "UINT8"})
 # Constant tensors may also be int32: biases and shape operands.
 EIGHT_BIT_OR_BIAS = EIGHT_BIT | {"INT32"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,8 @@ class CompatibilityReport:
         lines = [f"# Edge TPU compatibility: {self.model}", "", self.summary() + ".", "",
                  "Checked against Coral's supported-operations table without the compiler; "
                  "the compiler's log has the last word.", "",
-                 "| # | op | runs on | why |", "| ---: | --- | --- | --- |"]
-        lines += [f"| {p.index} | {p.op} | {'Edge TPU' if p.edgetpu else 'CPU'} | {p.reason} |" for p in self.placements]
+                 markdown_table(("#", "op", "runs on", "why"),
+                                [(p.index, p.op, "Edge TPU" if p.edgetpu else "CPU", p.reason) for p in self.placements])]
         return "\n".join(lines) + "\n"
 
 
@@ -135,10 +138,10 @@ def compile_model(model_path: Path) -> list[Path]:
     Returns the written paths, [] when the compiler is not installed."""
     compiler = shutil.which(COMPILER)
     if compiler is None:
-        print(f"ssdkit export: {COMPILER} is not on PATH; {model_path.name} is ready for it "
-              f"(compile on x86-64 Linux: {COMPILER} {model_path.name})", file=sys.stderr)
+        log.info(f"{COMPILER} is not on PATH; {model_path.name} is ready for it "
+                 f"(compile on x86-64 Linux: {COMPILER} {model_path.name})")
         return []
-    print(f"ssdkit export: compiling {model_path.name} with {compiler}", file=sys.stderr)
+    log.info(f"compiling {model_path.name} with {compiler}")
     with tempfile.TemporaryDirectory(prefix="ssdkit-edgetpu-", dir=model_path.parent) as tmp:
         try:
             result = subprocess.run([compiler, "--out_dir", tmp, "--show_operations", str(model_path)],
@@ -150,11 +153,11 @@ def compile_model(model_path: Path) -> list[Path]:
             output = (result.stdout + result.stderr).strip().splitlines()
             detail = output[-1] if output else f"exit code {result.returncode}"
             raise RuntimeError(f"{COMPILER} failed on {model_path.name}: {detail}")
-        log = Path(tmp) / f"{model_path.stem}_edgetpu.log"
+        compiler_log = Path(tmp) / f"{model_path.stem}_edgetpu.log"
         written = []
         files = tflite_associated_files(model_path)
         for source, data in ((compiled, append_associated_files(compiled.read_bytes(), files)),
-                             (log, log.read_bytes() if log.is_file() else None)):
+                             (compiler_log, compiler_log.read_bytes() if compiler_log.is_file() else None)):
             if data is None:
                 continue
             target = model_path.with_name(source.name)
@@ -167,5 +170,5 @@ def compile_model(model_path: Path) -> list[Path]:
 def prepare(model_path: Path) -> list[Path]:
     """The ``--edgetpu`` step after conversion: report, then compile."""
     report_path, report = write_report(model_path)
-    print(f"ssdkit export: Edge TPU: {report.summary()} (see {report_path.name})", file=sys.stderr)
+    log.info(f"Edge TPU: {report.summary()} (see {report_path.name})")
     return [report_path, *compile_model(model_path)]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from ssdkit.runtime.box_coder import SSD_SCALES
+
 OP_NAME = "TFLite_Detection_PostProcess"
 
 
@@ -26,10 +28,10 @@ class DetectionPostProcessOptions:
     max_classes_per_detection: int = 1
     detections_per_class: int = 100
     use_regular_nms: bool = False
-    y_scale: float = 10.0
-    x_scale: float = 10.0
-    h_scale: float = 5.0
-    w_scale: float = 5.0
+    y_scale: float = SSD_SCALES[0]
+    x_scale: float = SSD_SCALES[1]
+    h_scale: float = SSD_SCALES[2]
+    w_scale: float = SSD_SCALES[3]
 
     def implements_signature(self) -> str:
         """The ``experimental_implements`` text: a NameAttrList in proto text format."""

@@ -20,9 +20,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import math
 import os
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -38,6 +38,8 @@ from ssdkit.evaluation.quant_report import map_drop_points, measure_model
 from .savedmodel2tflite import TFLiteOptions, export_tflite, loaded_converter
 
 KEEP_FLOAT_STEPS = (3, 5, 7, 10)  # layers kept in float, tried in turn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ def rank_layers(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, cali
     without the postprocess op the debugger cannot compare."""
     import tensorflow as tf
 
-    print(f"ssdkit export: quantization debugger: calibrating, then comparing each int8 layer with float "
-          f"on {len(calibration)} images", file=sys.stderr)
+    log.info(f"quantization debugger: calibrating, then comparing each int8 layer with float "
+             f"on {len(calibration)} images")
     raw_options = dataclasses.replace(options, nms=False, keep_float=())
     with loaded_converter(saved_model, spec, raw_options, calibration) as converter, warnings.catch_warnings():
         # The debugger runs TF's own interpreter, deprecated for LiteRT's: nothing the user can act on.
@@ -84,14 +86,14 @@ def keep_float_auto(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, 
     The arguments before ``report`` are the export's, as it wrote ``int8``."""
     pure = {**report["models"]["int8"], "mAP@0.5_drop_points": report["int8_vs_fp32"]["mAP@0.5_drop_points"]}
     if pure["mAP@0.5_drop_points"] <= max_map_drop:
-        print(f"ssdkit export: --keep-float auto: int8 is within the budget ({pure['mAP@0.5_drop_points']} <= "
-              f"{max_map_drop} points of mAP@0.5); every layer stays int8", file=sys.stderr)
+        log.info(f"--keep-float auto: int8 is within the budget ({pure['mAP@0.5_drop_points']} <= "
+                 f"{max_map_drop} points of mAP@0.5); every layer stays int8")
         return None
     ranking = rank_layers(saved_model, spec, options, calibration)
     trials, kept = [], []
     with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=int8.parent) as tmp:
         for count in (k for k in KEEP_FLOAT_STEPS if k <= len(ranking)):
-            print(f"ssdkit export: --keep-float auto: trying the {count} worst layers in float", file=sys.stderr)
+            log.info(f"--keep-float auto: trying the {count} worst layers in float")
             mixed_options = dataclasses.replace(options, keep_float=tuple(layer.tensor for layer in ranking[:count]))
             mixed = export_tflite(saved_model, spec, Path(tmp) / str(count), mixed_options, calibration)
             row, _ = measure_model(mixed, dataset, report["evaluation_set"]["images"])
@@ -110,10 +112,10 @@ def keep_float_auto(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, 
 
 def _say(name: str, pure: dict, chosen: dict | None, max_map_drop: float) -> None:
     if chosen is None:
-        print(f"ssdkit export: --keep-float auto: no mix of up to {max(KEEP_FLOAT_STEPS)} layers in float met the "
-              f"budget of {max_map_drop} points; {name} stays pure int8 (the trials are in report.md)", file=sys.stderr)
+        log.info(f"--keep-float auto: no mix of up to {max(KEEP_FLOAT_STEPS)} layers in float met the "
+                 f"budget of {max_map_drop} points; {name} stays pure int8 (the trials are in report.md)")
         return
-    print(f"ssdkit export: --keep-float auto: {name} keeps the worst {chosen['layers_in_float']} of its layers in "
-          f"float: mAP@0.5 drop {chosen['mAP@0.5_drop_points']} points (int8: {pure['mAP@0.5_drop_points']}), "
-          f"latency {chosen['latency_ms']} ms (int8: {pure['latency_ms']}), "
-          f"size {chosen['size_mb']} MB (int8: {pure['size_mb']})", file=sys.stderr)
+    log.info(f"--keep-float auto: {name} keeps the worst {chosen['layers_in_float']} of its layers in "
+             f"float: mAP@0.5 drop {chosen['mAP@0.5_drop_points']} points (int8: {pure['mAP@0.5_drop_points']}), "
+             f"latency {chosen['latency_ms']} ms (int8: {pure['latency_ms']}), "
+             f"size {chosen['size_mb']} MB (int8: {pure['size_mb']})")

@@ -9,8 +9,9 @@ ssdkit checkpoint ``OUT/<model>.npz`` is written at each validation and at the e
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +22,20 @@ import tf_keras as keras
 
 from ssdkit.datasets.records import Dataset
 from ssdkit.evaluation.metrics import coco_map
-from ssdkit.runtime import postprocess
+from ssdkit.log import note, progress
+from ssdkit.runtime import limits
+from ssdkit.runtime.decoder import Decoder
+from ssdkit.runtime.detector_spec import DetectorSpec
 from ssdkit.runtime.preprocess import preprocess
+from ssdkit.runtime.spec import ModelSpec
 
 from ..checkpoint import save_checkpoint
 from ..models.ssd import SSDModel
-from ..zoo import get_entry
 from .augment import augment
 from .losses import ssd_loss
 from .targets import assign
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,11 @@ class TrainConfig:
     freeze_backbone: bool = False
     augment: bool = True
     checkpoint_dtype: str = "float16"
+
+    def __post_init__(self):
+        limits.check(steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                     warmup_steps=self.warmup_steps, checkpoint_every=self.checkpoint_every,
+                     eval_every=self.eval_every, eval_images=self.eval_images, seed=self.seed)
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -109,22 +120,29 @@ def batches(model: SSDModel, dataset: Dataset, config: TrainConfig, start_step: 
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
 
 
-def detect_normalized(model: SSDModel, image: np.ndarray):
-    """Detections (boxes normalized yxyx, classes, scores) of one image with the
-    numpy postprocess: regular NMS, as the OD API evaluates."""
+VALIDATION_THRESHOLD = 0.01  # low, so the precision/recall curve reaches full recall
+
+
+def validation_decoder(spec: ModelSpec) -> Decoder:
+    """The runtime's decoder with per-class (regular) NMS, as the OD API evaluates."""
+    detector_spec = DetectorSpec.from_model_spec(spec)
+    return Decoder(dataclasses.replace(detector_spec, nms=dataclasses.replace(detector_spec.nms, kind="tflite_regular")))
+
+
+def detect_normalized(model: SSDModel, image: np.ndarray, decoder: Decoder):
+    """Detections (boxes normalized yxyx, classes, scores) of one image, the
+    Keras outputs decoded by the runtime's ``Decoder``."""
     tensor, _ = preprocess(image, model.spec.preprocessing)
     out = model.keras_model(tensor, training=False)
-    scores = postprocess.activate(out["class_predictions"].numpy()[0], model.spec.postprocessing.score_activation)
-    boxes, classes, kept, n = postprocess.detection_postprocess(
-        out["box_encodings"].numpy()[0], scores, model.spec.anchors_center_size(), max_detections=100,
-        detections_per_class=100, use_regular_nms=True, nms_score_threshold=0.01,
-        nms_iou_threshold=model.spec.postprocessing.iou_threshold, scales=model.spec.box_coder.scales)
-    return np.clip(boxes[:n], 0, 1), classes[:n].astype(np.int64), kept[:n]
+    found = decoder.decode(out["box_encodings"].numpy()[0], out["class_predictions"].numpy()[0], VALIDATION_THRESHOLD)
+    return np.clip(found.boxes, 0, 1), found.classes, found.scores
 
 
 def evaluate(model: SSDModel, dataset: Dataset, limit: int | None = None) -> dict[str, float]:
     records = dataset.records[:limit] if limit else dataset.records
-    detections = [detect_normalized(model, dataset.load_image(r)) for r in records]
+    decoder = validation_decoder(model.spec)
+    detections = [detect_normalized(model, dataset.load_image(r), decoder)
+                  for r in progress(records, "validation")]
     return coco_map(records, dataset.labels, detections)
 
 
@@ -154,10 +172,10 @@ def train(build, train_data: Dataset, val_data: Dataset | None, out_dir: Path, c
     manager = tf.train.CheckpointManager(state, str(out_dir / "state"), max_to_keep=2)
     if resume and manager.latest_checkpoint:
         state.restore(manager.latest_checkpoint).expect_partial()
-        print(f"ssdkit train: resumed from {manager.latest_checkpoint} at step {int(step.numpy())}", file=sys.stderr)
+        log.info(f"resumed from {manager.latest_checkpoint} at step {int(step.numpy())}")
     elif resume:
-        print(f"ssdkit train: nothing to resume in {out_dir / 'state'}, starting at step 0", file=sys.stderr)
-    arch = get_entry(model.config.model).architecture
+        log.info(f"nothing to resume in {out_dir / 'state'}, starting at step 0")
+    arch = model.definition.architecture
     variables = model.keras_model.trainable_variables
 
     def step_fn(images, targets):
@@ -180,9 +198,8 @@ def train(build, train_data: Dataset, val_data: Dataset | None, out_dir: Path, c
     npz = out_dir / f"{model.spec.name}.npz"
     history: dict = {"loss": [], "eval": []}
     start, first = time.monotonic(), int(step.numpy())
-    for images, targets in data:
-        if int(step.numpy()) >= config.steps:
-            break
+    steps = progress(range(first, config.steps), "training", unit="step")
+    for _, (images, targets) in zip(steps, data):
         loss, loc, cls = (float(v) for v in train_step(images, targets))
         step.assign_add(1)
         current = int(step.numpy())
@@ -192,22 +209,21 @@ def train(build, train_data: Dataset, val_data: Dataset | None, out_dir: Path, c
             tf.summary.scalar("loss/localization", loc)
             tf.summary.scalar("loss/classification", cls)
             tf.summary.scalar("learning_rate", float(schedule(current)))
-        rate = (current - first) * config.batch_size / max(time.monotonic() - start, 1e-6)
-        eta = (config.steps - current) * config.batch_size / max(rate, 1e-6)
-        print(f"\rssdkit train: step {current}/{config.steps} loss {loss:.3f} (loc {loc:.3f}, cls {cls:.3f}) "
-              f"{rate:.1f} img/s ETA {eta / 60:.0f} min", end="", file=sys.stderr, flush=True)
+        losses = f"loss {loss:.3f} (loc {loc:.3f}, cls {cls:.3f})"
+        note(steps, losses)
         if current % config.checkpoint_every == 0 or current == config.steps:
             manager.save(checkpoint_number=current)
+            rate = (current - first) * config.batch_size / max(time.monotonic() - start, 1e-6)
+            eta = (config.steps - current) * config.batch_size / max(rate, 1e-6)
+            log.info(f"step {current}/{config.steps} {losses}, {rate:.1f} img/s, ETA {eta / 60:.0f} min")
         if val_data is not None and (current % config.eval_every == 0 or current == config.steps):
             stats = evaluate(model, val_data, config.eval_images)
             history["eval"].append({"step": current, **stats})
             with writer.as_default(step=current):
                 for name in ("mAP", "mAP@0.5"):
                     tf.summary.scalar(f"eval/{name}", stats[name])
-            print(f"\nssdkit train: step {current} validation mAP {stats['mAP']:.3f}, mAP@0.5 {stats['mAP@0.5']:.3f}",
-                  file=sys.stderr)
+            log.info(f"step {current} validation mAP {stats['mAP']:.3f}, mAP@0.5 {stats['mAP@0.5']:.3f}")
             save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": current, **stats}})
-    print(file=sys.stderr)
     save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": int(step.numpy())}})
     history["checkpoint"] = str(npz)
     return history

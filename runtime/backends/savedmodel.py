@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model_files import SAVEDMODEL_FOLDER
 from .base import Backend, TensorInfo
 
 SIGNATURE = "raw"
@@ -25,7 +26,8 @@ class SavedModelBackend(Backend):
     def __init__(self, path: Path, threads: int | None = None):
         path = Path(path)
         if not (path / "saved_model.pb").is_file():
-            hint = f"; did you mean {path / 'saved_model'}?" if (path / "saved_model" / "saved_model.pb").is_file() else ""
+            nested = path / SAVEDMODEL_FOLDER
+            hint = f"; did you mean {nested}?" if (nested / "saved_model.pb").is_file() else ""
             raise FileNotFoundError(f"{path}: not a SavedModel folder (no saved_model.pb){hint}")
         import tensorflow as tf
         if threads:

@@ -130,7 +130,7 @@ class TFLiteBackend(Backend):
     def postprocess_op_outputs(self) -> tuple[str, ...] | None:
         # The op's output list is (boxes, classes, scores, count) whatever
         # order the converter gave the model's outputs, so the graph answers
-        # what tensor names and output order cannot (see outputs.py).
+        # what tensor names and output order cannot (see roles.py).
         # _get_ops_details is private but present in every interpreter
         # since TF 2.5; without it the caller falls back to heuristics.
         ops_details = getattr(self._interpreter, "_get_ops_details", None)
@@ -141,6 +141,28 @@ class TFLiteBackend(Backend):
         if len(ops) != 1 or not all(int(i) in names for i in ops[0]["outputs"]) or len(ops[0]["outputs"]) != 4:
             return None
         return tuple(names[int(i)] for i in ops[0]["outputs"])
+
+    def postprocess_op_inputs(self) -> tuple[TensorInfo, TensorInfo, np.ndarray] | None:
+        # The op is the graph's last, so its inputs are still in the arena
+        # after ``invoke`` (nothing runs after it to reuse their memory) and
+        # ``get_tensor`` reads them without experimental_preserve_all_tensors.
+        ops_details = getattr(self._interpreter, "_get_ops_details", None)
+        if ops_details is None:
+            return None
+        ops = [op for op in ops_details() if op.get("op_name") == POSTPROCESS_OP]
+        if len(ops) != 1 or len(ops[0]["inputs"]) != 3:
+            return None
+        details = {d["index"]: d for d in self._interpreter.get_tensor_details()}
+        boxes, scores, anchors = (details.get(int(i)) for i in ops[0]["inputs"])
+        if boxes is None or scores is None or anchors is None:
+            return None
+        try:
+            anchor_values = np.array(self._interpreter.get_tensor(anchors["index"]), np.float32)
+        except ValueError:  # not a constant the interpreter can hand out
+            return None
+        for detail in (boxes, scores):
+            self._output_index.setdefault(detail["name"], detail["index"])
+        return _info(boxes), _info(scores), anchor_values
 
     def close(self) -> None:
         self._interpreter = None

@@ -12,8 +12,8 @@ file ends the loop at its end.
 """
 from __future__ import annotations
 
+import logging
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +22,8 @@ from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 MAX_BACKOFF = 30.0  # seconds; a camera unplugged for hours is polled at least this often
@@ -133,6 +135,22 @@ def open_reader(source: Source) -> Reader:
     return Picamera2Reader(source) if source.kind == "picamera2" else OpenCVReader(source)
 
 
+def check_video_file(source: Source) -> None:
+    """Raises ``OSError`` unless the file ``source`` names gives at least one
+    frame: FFmpeg "opens" many files that are not videos (a text file, a
+    JPEG renamed .mp4) and then delivers nothing, which would end the loop at
+    0 frames as if all were well."""
+    try:
+        reader = open_reader(source)
+    except OSError as exc:
+        raise OSError(f"{source.text}: cannot read this video ({exc})") from exc
+    try:
+        if reader.read() is None:
+            raise OSError(f"{source.text}: not a video OpenCV can decode (no frame in it)")
+    finally:
+        reader.close()
+
+
 class FrameSlot:
     """Hand-off from capture to detection holding one frame. ``put``
     replaces an untaken frame (counted by ``on_drop``) or, with
@@ -213,7 +231,10 @@ class Capture(threading.Thread):
                 if not self._retry(f"cannot open ({exc})"):
                     return
                 continue
+            start = index
             index = self._stream(reader, index)
+            if not self.source.live and index == start and not self._stopping.is_set():
+                raise OSError(f"{self.source.text}: not a video OpenCV can decode (no frame in it)")
             if not self.source.live or self._stopping.is_set() or not self._retry("lost (no frame)"):
                 return
 
@@ -226,7 +247,7 @@ class Capture(threading.Thread):
             return False
         delay = min(self.retry_delay * 2 ** (self._failures - 1), MAX_BACKOFF)
         limit = f"/{self.max_retries}" if self.max_retries is not None else ""
-        _report(f"source {self.source.text}: {reason}; retry {self._failures}{limit} in {delay:g} s")
+        log.warning(f"source {self.source.text}: {reason}; retry {self._failures}{limit} in {delay:g} s")
         return not self._stopping.wait(delay)
 
     def _stream(self, reader: Reader, index: int) -> int:
@@ -240,7 +261,7 @@ class Capture(threading.Thread):
                 if image is None:
                     return index
                 if self._failures:
-                    _report(f"source {self.source.text}: back after {_retries(self._failures)}")
+                    log.info(f"source {self.source.text}: back after {_retries(self._failures)}")
                     self._failures = 0
                 if not self.source.live and not self.lossless:  # frame k is due at k periods from the start
                     wait = started + paced * period - time.monotonic()
@@ -260,6 +281,3 @@ class Capture(threading.Thread):
 def _retries(count: int) -> str:
     return f"{count} {'retry' if count == 1 else 'retries'}"
 
-
-def _report(message: str) -> None:
-    print(f"ssdkit camera: {message}", file=sys.stderr, flush=True)

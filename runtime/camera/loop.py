@@ -4,16 +4,20 @@ thread starts), signals turned into a clean stop, statistics printed.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ssdkit.fileio import check_not_inputs
+
+from .. import limits
+from ..class_filter import ClassFilter
 from ..detector import Detector
-from .capture import Capture, FrameSlot, parse_source
+from .capture import Capture, FrameSlot, check_video_file, parse_source
 from .mjpeg import MjpegServer, parse_address
 from .outputs import JsonlOutput, Outputs, VideoOutput, WindowOutput
 from .mqtt import MqttOptions, MqttPublisher, default_topic, parse_broker
@@ -23,6 +27,8 @@ from .snapshots import Snapshots, parse_size
 from .stats import LoopStats, format_stats
 from .tracking import Tracker, TrackerOptions
 from .zones import load_zones
+
+log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -67,10 +73,23 @@ class LoopConfig:
     mqtt_queue: int = 1000
     mqtt_ha_discovery: bool = True
     mqtt_ha_prefix: str = "homeassistant"
+    # Per-class control (``class_filter``) and ByteTrack's low-score stage.
+    classes: tuple[str, ...] | None = None
+    exclude_classes: tuple[str, ...] | None = None
+    class_thresholds: dict[str, float] | None = None
+    track_low: float = 0.1
 
     @property
     def tracking(self) -> bool:
         return self.track or self.zones is not None or self.snapshots is not None
+
+    def __post_init__(self):
+        limits.check(score_threshold=self.threshold, threads=self.threads, frames=self.max_frames,
+                     stats_every=self.stats_every, retries=self.max_retries, retry_delay=self.retry_delay,
+                     track_lost=self.track_lost, snapshot_clip=self.snapshot_clip,
+                     summary_rate=self.mqtt_summary_rate, message_queue=self.mqtt_queue,
+                     track_low=self.track_low)
+        ClassFilter.build(self.classes, self.exclude_classes, self.class_thresholds)  # its errors, before any I/O
 
 
 def run_loop(config: LoopConfig) -> dict:
@@ -78,11 +97,16 @@ def run_loop(config: LoopConfig) -> dict:
     window's q; returns the final statistics (``LoopStats.snapshot``).
     Raises the first error of any stage, after every output is closed."""
     source = parse_source(config.source)
+    inputs = [config.model] + ([config.source] if source.kind == "file" else [])
+    check_not_inputs({"--video": config.video, "--jsonl": config.jsonl}, inputs)
+    if source.kind == "file":
+        check_video_file(source)
     zones = load_zones(config.zones) if config.zones else None  # a bad file fails before the model loads
     mqtt_options = _mqtt_options(config) if config.mqtt else None
     max_disk = parse_size(config.max_disk) if config.snapshots else None
     with Detector(config.model, device=config.device, spec=config.spec, threads=config.threads,
-                  score_threshold=config.threshold, backend=config.backend) as detector:
+                  score_threshold=config.threshold, backend=config.backend, classes=config.classes,
+                  exclude_classes=config.exclude_classes, class_thresholds=config.class_thresholds) as detector:
         stats = LoopStats()
         capture = Capture(source, FrameSlot(stats.frame_dropped), config.file_pace, config.max_retries,
                           config.retry_delay)
@@ -96,11 +120,11 @@ def run_loop(config: LoopConfig) -> dict:
         with _stop_on_signals(pipeline):
             pipeline.start()
             while not pipeline.wait(config.stats_every or None):
-                _report(format_stats(stats.snapshot()))
+                log.info(format_stats(stats.snapshot()))
             try:
                 pipeline.join()
             finally:
-                _report(f"done: {format_stats(stats.snapshot())}")
+                log.info(f"done: {format_stats(stats.snapshot())}")
     return stats.snapshot()
 
 
@@ -114,7 +138,7 @@ def _outputs(config: LoopConfig, stats: LoopStats, stop: Callable[[], None]) -> 
             outputs.window = WindowOutput(stop)
         if config.serve:
             outputs.server = MjpegServer(*parse_address(config.serve), stats=stats.snapshot)
-            _report(f"serving {outputs.server.url} (stream: {outputs.server.url}stream.mjpg)")
+            log.info(f"serving {outputs.server.url} (stream: {outputs.server.url}stream.mjpg)")
         if config.jsonl:
             outputs.jsonl = JsonlOutput(config.jsonl)
     except BaseException:
@@ -128,18 +152,18 @@ def _event_outputs(outputs: Outputs, config: LoopConfig, stats: LoopStats, sourc
     """Tracking, snapshots and MQTT, as ``config`` asks; each library is imported only then."""
     if config.tracking:
         fps = _nominal_fps(source)
-        tracker = Tracker(TrackerOptions(activation_threshold=config.threshold, lost_seconds=config.track_lost), fps)
-        outputs.scene = Scene(tracker, zones, video_clock=not source.live)
+        tracker = Tracker(TrackerOptions(lost_seconds=config.track_lost), fps)
+        outputs.scene = Scene(tracker, zones, video_clock=not source.live, floor=config.track_low)
     if config.snapshots:
         outputs.snapshots = Snapshots(config.snapshots, max_disk, config.snapshot_clip,
                                       draw=lambda image, result: outputs.draw(image, result))
         stats.sources["snapshots"] = outputs.snapshots.stats
     if mqtt_options is not None:
         outputs.mqtt = MqttPublisher(mqtt_options, tuple(z.name for z in zones.zones) if zones else (),
-                                     tuple(l.name for l in zones.lines) if zones else (), report=_report)
+                                     tuple(l.name for l in zones.lines) if zones else (), report=log.warning)
         stats.sources["mqtt"] = outputs.mqtt.stats
         if not config.tracking:
-            _report("mqtt: detection summaries only; --track (or --zones) adds events")
+            log.info("mqtt: detection summaries only; --track (or --zones) adds events")
 
 
 def _mqtt_options(config: LoopConfig) -> MqttOptions:
@@ -192,9 +216,6 @@ class _stop_on_signals:
     def _handle(self, signum: int, frame) -> None:
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        _report(f"{signal.Signals(signum).name}: stopping after the current frame (again: stop at once)")
+        log.info(f"{signal.Signals(signum).name}: stopping after the current frame (again: stop at once)")
         self._pipeline.stop()
 
-
-def _report(message: str) -> None:
-    print(f"ssdkit camera: {message}", file=sys.stderr, flush=True)

@@ -26,9 +26,9 @@ unacknowledged when the connection broke are sent again, QoS 0 ones are lost.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -39,6 +39,8 @@ DEFAULT_PORT, DEFAULT_TLS_PORT = 1883, 8883
 # QoS 1/2 messages handed to paho and not yet acknowledged; beyond, the sender waits and the queue
 # (bounded, oldest dropped) takes the rest, so a broker that is up but slow cannot grow memory either.
 PAHO_WINDOW = 100
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class MqttPublisher:
         self._mqtt = mqtt
         self.options = options
         self.zones, self.lines = zones, lines
-        self._report = report or (lambda message: print(f"ssdkit camera: {message}", file=sys.stderr, flush=True))
+        self._report = report or log.warning  # connection changes: shown unless -q
         self._queue: deque[tuple[str, bytes, int, bool]] = deque()
         self._cond = threading.Condition()
         self._connected = False

@@ -23,11 +23,10 @@ import numpy as np
 from ssdkit.fileio import check_writable_folder
 
 from ..detector import Detection
+from ..draw import annotate
 from .capture import Frame
-from .draw import annotate
 from .mjpeg import MjpegServer
 from .mqtt import MqttPublisher
-from .overlay import draw_scene
 from .scene import Scene
 from .snapshots import Snapshots
 
@@ -46,6 +45,7 @@ class Result:
     track_ids: tuple[int | None, ...] | None = None  # per detection, with tracking on
     events: tuple[dict, ...] = ()
     states: dict | None = None  # zone and line counts after this frame (``Scene.states``)
+    low: tuple[Detection, ...] = ()  # below their display threshold, for the tracker only
 
 
 class VideoOutput:
@@ -113,11 +113,10 @@ class JsonlOutput:
 def record(result: Result, seconds: dict[str, float]) -> dict:
     """The JSON Lines record of one frame (the same detection fields as ``ssdkit detect``;
     with tracking on, each detection's ``track_id`` and the frame's ``events``)."""
-    detections = [{"box": [round(v, 2) for v in d.box], "label": d.label, "class_id": d.class_id,
-                   "score": round(d.score, 4)} for d in result.detections]
-    if result.track_ids is not None:
-        for detection, track_id in zip(detections, result.track_ids):
-            detection["track_id"] = track_id
+    if result.track_ids is None:
+        detections = [d.to_dict() for d in result.detections]
+    else:
+        detections = [d.to_dict(track_id=t) for d, t in zip(result.detections, result.track_ids)]
     line = {"frame": result.frame.index, "timestamp": round(result.frame.timestamp, 4), "detections": detections}
     if result.track_ids is not None:
         line["events"] = list(result.events)
@@ -167,7 +166,7 @@ class Outputs:
         """Track ids, events (with their snapshot paths) and zone counts for ``result``."""
         if self.scene is None:
             return result
-        track_ids, events = self.scene.update(result.frame, result.detections)
+        track_ids, events = self.scene.update(result.frame, result.detections, result.low)
         result = replace(result, track_ids=track_ids, events=tuple(events), states=self.scene.states())
         if self.snapshots is not None:
             frame = result.frame
@@ -177,12 +176,16 @@ class Outputs:
         return result
 
     def draw(self, image: np.ndarray, result: Result) -> np.ndarray:
-        """The frame with boxes, labels and, with tracking on, track ids, zones and lines."""
-        canvas = annotate(image, result.detections)
-        if self.scene is not None and result.track_ids is not None:
-            draw_scene(canvas, [d.box for d in result.detections], result.track_ids, result.states,
-                       self.scene.zones, self.scene.lines)
-        return canvas
+        """The BGR frame with boxes and labels and, with tracking on, each box's
+        track id ("#7 person 0.91"), the zones with their counts and the lines
+        with theirs: one look (``runtime/draw.py``) on the video, the preview,
+        the window and the snapshots."""
+        if self.scene is None or result.track_ids is None:
+            return annotate(image, result.detections, channels="bgr")
+        captions = [f"#{t} {d.label} {d.score:.2f}" if t is not None else f"{d.label} {d.score:.2f}"
+                    for d, t in zip(result.detections, result.track_ids)]
+        return annotate(image, result.detections, self.scene.shapes(result.states), captions=captions,
+                        channels="bgr")
 
     def show(self, result: Result) -> None:
         """The annotated frame to the video, the stream (if anyone watches) and the window."""

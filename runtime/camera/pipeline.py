@@ -102,11 +102,16 @@ class Pipeline:
             begin = time.perf_counter()
             rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
             converted = time.perf_counter() - begin
-            detections = self.detector.detect(rgb)
+            floor = self.outputs.scene.floor if self.outputs.scene is not None else None
+            detections = self.detector.detect(rgb, floor)
             timings = self.detector.timings
+            low = ()
+            if floor is not None:  # ByteTrack's second stage; only reported detections go further
+                low = tuple(d for d in detections if not self.detector.reported(d))
+                detections = [d for d in detections if self.detector.reported(d)]
             self._results.put(Result(frame, detections, {
                 "capture": frame.capture_s, "preprocess": converted + timings.preprocess,
-                "inference": timings.inference, "postprocess": timings.postprocess}))
+                "inference": timings.inference, "postprocess": timings.postprocess}, low=low))
             done += 1
 
     def _output(self) -> None:

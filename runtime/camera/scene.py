@@ -24,8 +24,12 @@ from typing import Sequence
 import numpy as np
 
 from ..detector import Detection
+from ..draw import Polyline, Shape
 from .tracking import Tracker
 from .zones import ZonesConfig
+
+
+ZONE_COLOUR, ZONE_OCCUPIED, LINE_COLOUR = (0, 200, 255), (255, 140, 0), (255, 0, 255)  # RGB
 
 
 @dataclass
@@ -63,10 +67,14 @@ class Scene:
       tracker: a ``Tracker``.
       zones: the zones and lines (None: tracking and appeared/disappeared only).
       video_clock: True for a video file: the clock is frame index / frame rate.
+      floor: the lowest score of the low-score detections the loop feeds the
+        tracker (``--track-low``); None: reported detections only.
     """
 
-    def __init__(self, tracker: Tracker, zones: ZonesConfig | None = None, video_clock: bool = False):
+    def __init__(self, tracker: Tracker, zones: ZonesConfig | None = None, video_clock: bool = False,
+                 floor: float | None = None):
         self.tracker, self.config, self.video_clock = tracker, zones, video_clock
+        self.floor = floor  # the detector's candidates go down to this score for the tracker (None: no lower)
         self.zones: list[ZoneState] = []
         self.lines: list[LineState] = []
         self._sv_zones: list = []
@@ -78,12 +86,15 @@ class Scene:
     def clock(self, frame) -> float:
         return frame.index / frame.fps if self.video_clock else frame.timestamp
 
-    def update(self, frame, detections: Sequence[Detection]) -> tuple[tuple[int | None, ...], list[dict]]:
-        """(track id per detection, events) for one frame (``capture.Frame``) and its detections."""
+    def update(self, frame, detections: Sequence[Detection],
+               low: Sequence[Detection] = ()) -> tuple[tuple[int | None, ...], list[dict]]:
+        """(track id per detection, events) for one frame (``capture.Frame``),
+        its detections and its ``low``-score ones (ByteTrack's second stage:
+        they keep tracks going; zones and lines count only ``detections``)."""
         if self._size is None:
             self._build((frame.image.shape[1], frame.image.shape[0]))
         now = self.clock(frame)
-        update = self.tracker.update(detections, now)
+        update = self.tracker.update(detections, now, low)
         events: list[dict] = []
 
         def event(kind: str, track_id: int, **extra) -> None:
@@ -92,8 +103,10 @@ class Scene:
 
         tracked = [(i, d, track_id) for i, (d, track_id) in enumerate(zip(detections, update.ids)) if track_id is not None]
         for _, d, track_id in tracked:
-            self._last[track_id] = {"label": d.label, "class_id": d.class_id, "score": round(d.score, 4),
-                                    "box": [round(v, 2) for v in d.box]}
+            self._last[track_id] = _described(d)
+        for d, track_id in zip(low, update.low_ids):
+            if track_id is not None and track_id not in self._last:  # confirmed by a low-score detection
+                self._last[track_id] = _described(d)
         for track_id in update.appeared:
             self._first_seen[track_id] = now
             event("appeared", track_id)
@@ -162,7 +175,29 @@ class Scene:
             self.lines.append(LineState(line.name, np.array(line.points, np.float64)))
             self._sv_lines.append(sv.LineZone(start=sv.Point(x0, y0), end=sv.Point(x1, y1)))
 
+    def shapes(self, states: dict | None = None) -> list[Shape]:
+        """The zones (outlined, "name: count"; another colour while occupied)
+        and lines ("name in N out M") for ``draw.annotate``, from ``states``
+        (default: now)."""
+        states = states or self.states()
+        shapes: list[Shape] = []
+        for zone in self.zones:
+            count = states["zones"].get(zone.name, 0)
+            shapes.append(Polyline(tuple(map(tuple, zone.polygon.tolist())), f"{zone.name}: {count}",
+                                   colour=ZONE_OCCUPIED if count else ZONE_COLOUR))
+        for line in self.lines:
+            counts = states["lines"].get(line.name, {"in": 0, "out": 0})
+            shapes.append(Polyline(tuple(map(tuple, line.points.tolist())),
+                                   f"{line.name} in {counts['in']} out {counts['out']}", closed=False,
+                                   colour=LINE_COLOUR))
+        return shapes
+
     def states(self) -> dict:
         """Counts now: {"zones": {name: tracks inside}, "lines": {name: {"in": n, "out": n}}}."""
         return {"zones": {z.name: z.count for z in self.zones},
                 "lines": {l.name: {"in": l.crossed_in, "out": l.crossed_out} for l in self.lines}}
+
+
+def _described(d: Detection) -> dict:
+    """What an event says about its track's latest detection."""
+    return {"label": d.label, "class_id": d.class_id, "score": round(d.score, 4), "box": [round(v, 2) for v in d.box]}

@@ -3,6 +3,7 @@ layers, and ``auto`` driven by the quantization report."""
 import contextlib
 import io
 import json
+import logging
 import math
 import re
 
@@ -98,10 +99,11 @@ def test_an_unknown_layer_name_is_a_clear_error_and_writes_nothing(auto_export, 
     assert not (tmp_path / "out").exists()
 
 
-def test_auto_within_the_budget_says_so_and_does_nothing(capsys):
+def test_auto_within_the_budget_says_so_and_does_nothing(caplog):
+    caplog.set_level(logging.INFO, logger="ssdkit")
     report = {"models": {"int8": {"size_mb": 1.0, "latency_ms": 2.0}}, "int8_vs_fp32": {"mAP@0.5_drop_points": 0.4}}
     assert quant_debug.keep_float_auto(None, None, TFLiteOptions(), [], None, 1.0, report, None) is None
-    assert "int8 is within the budget (0.4 <= 1.0 points of mAP@0.5); every layer stays int8" in capsys.readouterr().err
+    assert "int8 is within the budget (0.4 <= 1.0 points of mAP@0.5); every layer stays int8" in caplog.text
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -126,11 +128,12 @@ def test_keep_float_names_are_parsed_from_a_comma_list():
     assert TFLiteOptions(keep_float=["x"]).keep_float == ("x",)  # hashable whatever sequence is given
 
 
-def test_auto_replaces_the_int8_model_with_the_first_mix_within_the_budget(auto_export, tmp_path, monkeypatch, capsys):
+def test_auto_replaces_the_int8_model_with_the_first_mix_within_the_budget(auto_export, tmp_path, monkeypatch, caplog):
     from ssdkit.evaluation.evaluate import load_dataset
     from ssdkit.evaluation.quant_report import write_report
 
     out, _ = auto_export
+    caplog.set_level(logging.INFO, logger="ssdkit")
     monkeypatch.setenv("SSDKIT_CACHE", str(out.parent / "cache"))
     monkeypatch.setattr(quant_debug, "KEEP_FLOAT_STEPS", (1, 2))
     # A report where int8 lost 5 points from an fp32 model at mAP 0: any mix
@@ -150,7 +153,7 @@ def test_auto_replaces_the_int8_model_with_the_first_mix_within_the_budget(auto_
     (kept,) = [op for op in ops(int8.read_bytes()) if op.outputs[0].name == section["kept_in_float"][0]["tensor"]]
     assert kept.outputs[0].dtype == "FLOAT32"
     assert sorted(p.name for p in tmp_path.iterdir()) == [int8.name]  # the trial folder is gone
-    assert "keeps the worst 1 of its layers in float: mAP@0.5 drop" in capsys.readouterr().err
+    assert "keeps the worst 1 of its layers in float: mAP@0.5 drop" in caplog.text
     _, md = write_report({**report, "keep_float": section}, tmp_path)
     assert "now keeps the layers marked above in float (1), within the budget" in md.read_text()
     assert "| yes |" in md.read_text()

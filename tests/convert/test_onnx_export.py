@@ -23,7 +23,9 @@ from ssdkit.convert.onnx.savedmodel2onnx import export_onnx  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.boxes import iou_matrix  # noqa: E402
 from ssdkit.runtime.model_files import read_spec  # noqa: E402
-from ssdkit.runtime.postprocess import batched_nms, decode_boxes, sigmoid  # noqa: E402
+from ssdkit.runtime.box_coder import decode_center_size  # noqa: E402
+from ssdkit.runtime.decoder import sigmoid  # noqa: E402
+from ssdkit.runtime.nms import batched_nms  # noqa: E402
 from ssdkit.runtime.preprocess import preprocess  # noqa: E402
 
 DETECTIONS = ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
@@ -122,7 +124,7 @@ def identity_raw_model(anchors: int, classes: int) -> onnx.ModelProto:
 
 def shared_nms(encodings, logits, spec, post):
     """The runtime's per-class NMS on one image's raw outputs, capped as the OD API caps it."""
-    boxes = decode_boxes(encodings, spec.anchors_center_size(), spec.box_coder.scales)
+    boxes = decode_center_size(encodings, spec.anchors_center_size(), spec.box_coder.scales)
     scores = sigmoid(logits)[:, 1:]
     anchor_ids, class_ids = np.nonzero(scores >= post.score_threshold)
     kept = batched_nms(boxes[anchor_ids], scores[anchor_ids, class_ids], class_ids, post.iou_threshold,
@@ -258,7 +260,7 @@ def test_invalid_graph_and_quantization_failures_write_nothing(exported, tmp_pat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--opset", "12"], "opset 12 is not supported, expected 13-17"),
+    (["--opset", "12"], "argument --opset: ONNX opset must be an integer from 13 to 17, got 12"),
     (["--quant", "fp16"], "ONNX export supports --quant fp32 or int8, not 'fp16'"),
 ])
 def test_bad_onnx_options_exit_2_before_any_work(capsys, tmp_path, argv, message):
@@ -278,7 +280,7 @@ def test_cli_maps_the_onnx_options(tmp_path, monkeypatch, argv, expected):
 
     seen = {}
 
-    def fake_export(model, fmt, out, options):
+    def fake_export(model, fmt, out, options, force=False):
         seen["options"] = options
         return []
 

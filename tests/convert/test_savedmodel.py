@@ -1,5 +1,4 @@
 """SavedModel export: round trip, spec readable without TensorFlow, checkpoints."""
-import json
 
 import numpy as np
 import pytest
@@ -88,10 +87,11 @@ def test_tf_box_coder_matches_numpy():
 
 def test_checkpoint_round_trip(tiny, tmp_path):
     model, _ = tiny
-    path = save_checkpoint(model, tmp_path / "tiny.npz")
-    config, meta, weights = read_checkpoint(path)
-    assert config == model.config and meta["spec"]["labels"] == list(LABELS)
-    again = prepare_model("ssd_mnv2", path)
+    path = save_checkpoint(model, tmp_path / "tiny.npz", extra={"train": {"step": 3}})
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.version == 2 and checkpoint.definition == model.definition
+    assert checkpoint.definition.spec.labels == LABELS and checkpoint.meta == {"train": {"step": 3}}
+    again = prepare_model(None, path)  # the checkpoint knows its model
     image = np.random.default_rng(4).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
     for key in ("box_encodings", "class_predictions"):
         np.testing.assert_array_equal(again.keras_model(image)[key].numpy(), model.keras_model(image)[key].numpy())

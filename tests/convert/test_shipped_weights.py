@@ -17,8 +17,8 @@ def test_auto_weights_pick_the_shipped_checkpoint_only_for_the_stock_network():
     from ssdkit.convert.checkpoint import resolve_weights
 
     shipped = resolve_weights("ssd_mnv2", "auto", customised=False)
-    config, _, _ = read_checkpoint(shipped)
-    assert (config.model, config.width, config.labels) == ("ssd_mnv2", 1.0, LABELS)
+    definition = read_checkpoint(shipped).definition
+    assert (definition.name, definition.width, definition.spec.labels) == ("ssd_mnv2", 1.0, LABELS)
     assert shipped.stat().st_size < 10 * 2**20
     assert resolve_weights("ssd_mnv2", "auto", customised=True) is None
     assert resolve_weights("ssd_mnv1", None, customised=False) is None  # no shipped weights: untrained

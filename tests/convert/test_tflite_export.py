@@ -1,4 +1,5 @@
 """TFLite export: every variant converts and runs in the real interpreter."""
+import os
 import re
 
 import numpy as np
@@ -15,7 +16,8 @@ from ssdkit.convert.tflite.flatbuffer import read_custom_options  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.backends import open_backend  # noqa: E402
 from ssdkit.runtime.model_files import read_spec, tflite_associated_files  # noqa: E402
-from ssdkit.runtime.postprocess import dequantize, detection_postprocess  # noqa: E402
+from ssdkit.runtime.decoder import dequantize  # noqa: E402
+from ssdkit.runtime.tflite_postprocess import detection_postprocess  # noqa: E402
 from ssdkit.runtime.preprocess import preprocess  # noqa: E402
 
 LABELS = ("circle", "square", "triangle")
@@ -186,7 +188,7 @@ def test_edgetpu_export_from_the_cli(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["saved_model", "ssd_mnv2_int8.tflite", "ssd_mnv2_int8_edgetpu_report.md"]
     assert "edgetpu_compiler is not on PATH; ssd_mnv2_int8.tflite is ready for it" in err
-    assert "calibrating, 4/4 images" in err
+    assert "converting to ssd_mnv2_int8.tflite, calibrating on 4 images" in err
     # The Edge TPU gets the whole network; the postprocess op and its two
     # dequantize inputs stay on the CPU, as in Coral's own SSD models.
     summary = next(line for line in err.splitlines() if "Edge TPU:" in line)
@@ -200,7 +202,7 @@ def test_edgetpu_export_from_the_cli(tmp_path, capsys, monkeypatch):
     (["--quant", "fp16", "--edgetpu"], "the Edge TPU runs full-integer models only: use --quant int8, not fp16"),
     (["--io", "float", "--edgetpu"], "the Edge TPU needs 8-bit input: use --io uint8 or int8, not float"),
     (["--io", "uint16"], "unknown I/O type 'uint16', expected one of uint8, int8, float"),
-    (["--iou-threshold", "1.5"], r"IoU threshold 1.5 must be in \(0, 1\]"),
+    (["--iou-threshold", "1.5"], r"argument --iou-threshold: IoU threshold must be a number above 0 and at most 1, got 1.5"),
 ])
 def test_bad_tflite_options_exit_2_before_any_work(tmp_path, capsys, argv, message):
     code = main(["export", *TINY, "--format", "tflite", *argv, "--out", str(tmp_path / "out")])
@@ -208,6 +210,23 @@ def test_bad_tflite_options_exit_2_before_any_work(tmp_path, capsys, argv, messa
     assert code == 2
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_export_command_shows_its_own_lines_only(tmp_path):
+    """TensorFlow's, absl's and the converter's own logging (the CUDA probe,
+    "W0000 ..." lines, "fully_quantize: 0, inference_type: 6") stay hidden without -v."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "ssdkit", "export", *TINY, "--num-classes", "2", "--format", "tflite",
+                           "--calib-samples", "2", "--no-report", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert all(line.startswith("ssdkit export: ") for line in lines), done.stderr
+    assert "ssdkit export: converting to ssd_mnv2_int8.tflite, calibrating on 2 images" in lines
+    assert done.stdout.split() == [str(tmp_path / "out" / name) for name in ("saved_model", "ssd_mnv2_int8.tflite")]
 
 
 def test_detecting_on_a_tflite_file_never_imports_tensorflow(variants):

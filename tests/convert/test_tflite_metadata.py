@@ -31,7 +31,8 @@ from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions, export_tflite
 from ssdkit.convert.tflite.metadata import metadata_buffer, with_metadata  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.model_files import read_spec, tflite_associated_files  # noqa: E402
-from ssdkit.runtime.spec import OutputRoles, Preprocessing  # noqa: E402
+from ssdkit.runtime.roles import OutputRoles  # noqa: E402
+from ssdkit.runtime.spec import Preprocessing  # noqa: E402
 
 LABELS = ("cat", "dog")
 SIZE = 96

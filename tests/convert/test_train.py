@@ -63,8 +63,8 @@ def tiny_data(tmp_path_factory):
     from ssdkit.datasets.synth import generate
 
     root = tmp_path_factory.mktemp("synth")
-    generate(root / "train", 24, seed=10, size=96, quiet=True)
-    generate(root / "val", 6, seed=11, size=96, quiet=True)
+    generate(root / "train", 24, seed=10, size=96)
+    generate(root / "val", 6, seed=11, size=96)
     return root
 
 
@@ -95,7 +95,7 @@ def test_a_few_steps_lower_the_loss(tiny_data, tmp_path):
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ssdkit", *_train_args(tiny_data, out, 40, "--checkpoint-every", "4", "--eval-every", "40")]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # ssdkit's own default
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not list((out / "state").glob("ckpt-8.index")) and time.monotonic() < deadline:
@@ -109,10 +109,26 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     restored = int(resumed.stderr.split("at step ")[1].split()[0])
     assert restored >= 8
     assert "step 40/40" in resumed.stderr and "validation mAP" in resumed.stderr
+    # Nothing but ssdkit's own lines: TensorFlow's C++ and Python logs are silenced without -v.
+    assert all(line.startswith("ssdkit train: ") for line in resumed.stderr.splitlines()), resumed.stderr
+    assert "untrained" not in resumed.stderr  # no "untrained: see `ssdkit train`" while training
     from ssdkit.convert.checkpoint import read_checkpoint
 
-    _, meta, _ = read_checkpoint(out / "ssd_mnv2.npz")
-    assert meta["train"]["step"] == 40
+    assert read_checkpoint(out / "ssd_mnv2.npz").meta["train"]["step"] == 40
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "batch size must be an integer from 1 to 1024, got 0"),
+    ("steps", 0, "step count must be an integer from 1 to 100000000, got 0"),
+    ("learning_rate", -0.1, "learning rate must be a number above 0 and at most 10, got -0.1"),
+    ("eval_every", 0, "evaluation interval must be an integer from 1 to 100000000, got 0"),
+])
+def test_train_config_rejects_bad_numbers_as_the_command_does(field, value, message):
+    from ssdkit.convert.train.loop import TrainConfig
+
+    with pytest.raises(ValueError) as error:
+        TrainConfig(**{field: value})
+    assert str(error.value) == message
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):

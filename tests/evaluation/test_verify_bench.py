@@ -53,7 +53,7 @@ def model_dir(tmp_path_factory):
 def data(tmp_path_factory):
     from ssdkit.datasets.synth import generate
 
-    return generate(tmp_path_factory.mktemp("data"), 4, seed=3, size=96, quiet=True) / "annotations.json"
+    return generate(tmp_path_factory.mktemp("data"), 4, seed=3, size=96) / "annotations.json"
 
 
 def test_eval_a_tflite_file_and_a_savedmodel_folder(model_dir, data, tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_eval_a_tflite_file_and_a_savedmodel_folder(model_dir, data, tmp_path, c
 def test_eval_with_foreign_labels_is_exit_2(model_dir, tmp_path, capsys):
     from ssdkit.datasets.synth import generate
 
-    annotations = generate(tmp_path / "d", 1, seed=0, size=64, quiet=True) / "annotations.json"
+    annotations = generate(tmp_path / "d", 1, seed=0, size=64) / "annotations.json"
     coco = json.loads(annotations.read_text())
     coco["categories"] = [{"id": c["id"], "name": f"thing{c['id']}"} for c in coco["categories"]]
     annotations.write_text(json.dumps(coco))

@@ -334,7 +334,7 @@ def test_snapshots_cap_removes_the_oldest_and_nothing_else(tmp_path):
 def test_tracker_ids_appear_and_disappear_on_the_clock():
     from ssdkit.runtime.camera.tracking import Tracker, TrackerOptions
 
-    tracker = Tracker(TrackerOptions(activation_threshold=0.5, lost_seconds=0.5), frame_rate=10)
+    tracker = Tracker(TrackerOptions(lost_seconds=0.5), frame_rate=10)
 
     def at(x):
         return Detection((50.0, x, 90.0, x + 40), 0.9, 0, "circle")
@@ -348,6 +348,88 @@ def test_tracker_ids_appear_and_disappear_on_the_clock():
     gone = [tracker.update([], clock=0.9 + t) for t in (0.1, 0.3, 0.45, 0.7, 0.9)]  # last seen at 0.9
     assert [u.disappeared for u in gone[:3]] == [(), (), ()]
     assert sorted(gone[3].disappeared + gone[4].disappeared) == sorted(first)
+
+
+def test_low_score_detections_keep_a_track_through_a_dip():
+    """ByteTrack's second stage: an object seen at a reported score, then for
+    1 s only below it, then above it again keeps its one id when the low-score
+    detections are fed (and never starts a track from them); without them it
+    disappears after --track-lost and comes back as a new track."""
+    from ssdkit.runtime.camera.tracking import Tracker, TrackerOptions
+
+    def at(i, score):
+        return Detection((50.0, 10 + 4 * i, 90.0, 50 + 4 * i), score, 0, "circle")
+
+    def run(feed_low: bool):
+        tracker = Tracker(TrackerOptions(lost_seconds=0.5), frame_rate=10)
+        updates = []
+        for i in range(30):
+            if 5 <= i < 15:  # the dip: only a low-score detection
+                low = [at(i, 0.2)]
+                updates.append(tracker.update([], i / 10, low if feed_low else []))
+            else:
+                updates.append(tracker.update([at(i, 0.8)], i / 10))
+        return updates
+
+    fed = run(True)
+    ids = {u.ids[0] for u in fed if u.ids and u.ids[0] is not None}
+    assert len(ids) == 1 and [u.low_ids for u in fed[5:15]] == [(min(ids),)] * 10
+    assert sum(len(u.appeared) for u in fed) == 1 and all(not u.disappeared for u in fed)
+    starved = run(False)
+    assert sum(len(u.appeared) for u in starved) == 2 and sum(len(u.disappeared) for u in starved) == 1
+    # A low-score detection alone never starts a track.
+    tracker = Tracker(TrackerOptions(), frame_rate=10)
+    assert all(tracker.update([], i / 10, [at(i, 0.3)]).low_ids == (None,) for i in range(5))
+
+
+def test_camera_classes_and_track_low(shapes_tflite, video, tmp_path, capsys):
+    """--exclude-classes and --class-threshold reach the camera's detector; with
+    --track the detector is asked down to --track-low, and only detections at
+    their display threshold are output."""
+    jsonl = tmp_path / "d.jsonl"
+    code = main(["camera", str(shapes_tflite), "--source", str(video), "--file-pace", "fast", "--stats-every", "0",
+                 "--max-frames", "30", "--track", "--track-low", "0.05", "--exclude-classes", "circle",
+                 "--class-threshold", "square=0.6", "--jsonl", str(jsonl)])
+    assert code == 0, capsys.readouterr().err
+    detections = [d for r in read_jsonl(jsonl) for d in r["detections"]]
+    assert detections and "circle" not in {d["label"] for d in detections}
+    assert all(d["score"] >= (0.6 if d["label"] == "square" else 0.5) for d in detections)
+    assert {d["label"] for d in detections} == {"square", "triangle"}
+    code = main(["camera", str(shapes_tflite), "--source", str(video), "--classes", "dog", "--jsonl",
+                 str(tmp_path / "e.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown class 'dog' in classes (--classes)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tracked_frames_are_drawn_by_the_one_drawing_module(video, zones_file):
+    """Boxes with track ids, zones and lines all go through runtime/draw.py:
+    the same pixels as draw.annotate given the scene's shapes and captions."""
+    from ssdkit.runtime import draw
+    from ssdkit.runtime.camera.capture import Frame
+    from ssdkit.runtime.camera.outputs import Outputs, Result
+    from ssdkit.runtime.camera.scene import Scene
+    from ssdkit.runtime.camera.tracking import Tracker
+    from ssdkit.runtime.camera.zones import load_zones
+
+    capture = cv2.VideoCapture(str(video))
+    images = [capture.read()[1] for _ in range(3)]
+    capture.release()
+    outputs = Outputs(scene=Scene(Tracker(), load_zones(str(zones_file)), video_clock=True))
+    detections = [Detection((50.0, 60.0, 110.0, 130.0), 0.9, 1, "square")]
+    for index, image in enumerate(images):
+        frame = Frame(index=index, timestamp=index / 10, image=image, fps=10.0, capture_s=0.0)
+        result = outputs.track(Result(frame, detections, {}))
+    assert result.track_ids == (0,)  # trackers counts ids from 0
+    shapes = outputs.scene.shapes(result.states)
+    zone_names = [z["name"] for z in script.SCRIPT_ZONES["zones"]]
+    line_names = [l["name"] for l in script.SCRIPT_ZONES["lines"]]
+    assert [s.caption.split(":")[0] for s in shapes[:len(zone_names)]] == zone_names
+    assert [s.caption.split(" in ")[0] for s in shapes[len(zone_names):]] == line_names
+    assert all(isinstance(s, draw.Polyline) for s in shapes) and not shapes[-1].closed
+    drawn = outputs.draw(images[-1], result)
+    expected = draw.annotate(images[-1], detections, shapes, captions=["#0 square 0.90"], channels="bgr")
+    assert np.array_equal(drawn, expected) and not np.array_equal(drawn, images[-1])
+    assert not np.array_equal(drawn, draw.annotate(images[-1], detections, channels="bgr"))  # zones and id drawn
 
 
 @pytest.mark.parametrize("data, message", [
@@ -373,6 +455,21 @@ def test_zone_file_errors_name_the_field(data, message):
     assert str(error.value).startswith(f"zones.json: {message}") and "\n" not in str(error.value)
 
 
+def test_one_opencv_in_the_environment():
+    """trackers is installed without its opencv-python requirement (Makefile,
+    README): two OpenCV distributions would share one cv2/ folder."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    installed = []
+    for name in ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                 "opencv-contrib-python-headless"):
+        try:
+            installed.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    assert len(installed) == 1, installed
+
+
 @pytest.mark.parametrize("module, args, extra", [
     ("trackers", ["--track"], "track"),
     ("paho.mqtt.client", ["--mqtt", "127.0.0.1:1"], "mqtt"),
@@ -380,7 +477,10 @@ def test_zone_file_errors_name_the_field(data, message):
 def test_missing_library_names_the_extra(shapes_tflite, video, tmp_path, monkeypatch, capsys, module, args, extra):
     monkeypatch.setitem(sys.modules, module, None)  # what the import meets without the package
     code = main(["camera", str(shapes_tflite), "--source", str(video), "--jsonl", str(tmp_path / "d.jsonl"), *args])
-    assert code == 2 and f"pip install 'ssdkit[{extra}]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and f"pip install 'ssdkit[{extra}]'" in err
+    if module == "trackers":
+        assert err.strip().endswith("&& pip install --no-deps 'trackers>=2.6,<3'")
 
 
 def test_bad_zone_file_is_a_one_line_error_before_anything_runs(video, tmp_path, monkeypatch, capsys):

@@ -13,9 +13,9 @@ from ssdkit.convert.export import ExportOptions, export  # noqa: E402
 from ssdkit.convert.checkpoint import prepare_model  # noqa: E402
 from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
-from ssdkit.runtime.postprocess import sigmoid  # noqa: E402
+from ssdkit.runtime.decoder import sigmoid  # noqa: E402
 from ssdkit.runtime.preprocess import preprocess  # noqa: E402
-from ssdkit.runtime.spec import OutputRoles  # noqa: E402
+from ssdkit.runtime.roles import OutputRoles  # noqa: E402
 
 
 def test_onnx_and_tflite_give_the_same_detections(tmp_path):

@@ -11,8 +11,8 @@ from ssdkit.runtime import Detector
 from ssdkit.runtime.backends.base import TensorInfo
 from ssdkit.runtime.mediapipe_anchors import MediaPipeSsdAnchors
 from ssdkit.runtime.model_files import read_spec
-from ssdkit.runtime.outputs import find_roles, settle
-from ssdkit.runtime.third_party import load_spec, shipped_specs
+from ssdkit.runtime.detector_spec import load_spec, shipped_specs
+from ssdkit.runtime.roles import find_roles, settle
 
 
 def test_blazeface_short_range_anchors():
@@ -62,14 +62,14 @@ MINIMAL = {"ssdkit_third_party_spec": 1, "name": "m", "preprocessing": {"input_h
 @pytest.mark.parametrize("change, message", [
     ({"ssdkit_third_party_spec": 2}, "third-party spec version 2 is not supported, expected 1"),
     ({"colour": "RGB"}, r"unknown field\(s\) \['colour'\]"),
-    ({"nms": {"kind": "soft"}}, "nms kind 'soft', expected one of tflite, tflite_regular, hard, weighted"),
+    ({"nms": {"kind": "soft"}}, 'nms.kind is "soft", expected one of "tflite", "tflite_regular", "hard", "weighted"'),
     ({"box_coder": {"kind": "pixel", "scales": [8, 8, 8, 8]}, "nms": {"kind": "tflite"}},
-     "nms kind 'tflite' is TFLite's op, which decodes 'faster_rcnn' boxes only"),
-    ({"anchors": {"kind": "ring"}}, "anchors kind 'ring', expected one of file, mediapipe_ssd"),
+     'nms.kind is "tflite", expected "hard" or "weighted" with the "pixel" box coder'),
+    ({"anchors": {"kind": "ring"}}, 'anchors.kind is "ring", expected one of file, mediapipe_ssd'),
     ({"anchors": {"kind": "multiple_grid"}}, "anchors of kind 'multiple_grid' need 'feature_map_shapes'"),
     ({"anchors": {"kind": "mediapipe_ssd", "input_size_height": 8, "input_size_width": 8, "min_scale": 0.1,
                   "max_scale": 0.9, "num_layers": 2, "strides": [8]}},
-     "2 strides|1 strides for num_layers 2"),
+     r"anchors.strides is \[8\], expected 2 strides \(one per layer: num_layers is 2\)"),
     ({"outputs": {"box_encodings": "a"}}, r"outputs \['box_encodings'\], expected"),
     ({"labels": ["a"], "labels_file": "l.txt"}, "give 'labels' or 'labels_file', not both"),
 ])

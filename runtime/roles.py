@@ -1,7 +1,10 @@
-"""Which output tensor is which: box encodings and class predictions (a raw
-SSD head), or boxes, classes, scores and count (a model with its own NMS).
+"""Output roles: which output tensor of a model is which. The one place the
+role names are defined (``RAW_ROLES``, ``DETECTION_ROLES``), with the
+``OutputRoles`` every artifact's spec records and the rules that find them
+in a file that records none.
 
-Sources, in order of trust:
+A raw SSD head has box encodings and class predictions; a model with its
+own NMS has boxes, classes, scores and count. Sources, in order of trust:
 
 1. the spec's ``outputs`` (ssdkit writes them into every artifact; a
    third-party spec may name tensors or give output indices);
@@ -25,13 +28,63 @@ Sources, in order of trust:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 
 from .backends.base import TensorInfo
-from .spec import OutputRoles
-from .third_party import DETECTION_ROLES, RAW_ROLES
+
+RAW_ROLES = ("box_encodings", "class_predictions")
+DETECTION_ROLES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+
+
+@dataclass(frozen=True)
+class OutputRoles:
+    """Which output tensor of an exported file plays which role.
+
+    ``kind`` is ``"raw"`` (roles ``box_encodings`` and ``class_predictions``;
+    ``scores_activated`` says whether the class outputs are already scores) or
+    ``"detections"`` (``detection_boxes``, ``detection_classes``,
+    ``detection_scores``, ``num_detections``, as TFLite's postprocess op emits).
+    ``names`` pairs each role with the tensor name in the file (a third-party
+    spec may give an output index instead).
+    """
+
+    kind: Literal["raw", "detections"]
+    names: tuple[tuple[str, Union[str, int]], ...]
+    scores_activated: bool = False
+
+    def name_of(self, role: str) -> str:
+        return dict(self.names)[role]
+
+    @classmethod
+    def named_as_roles(cls, kind: Literal["raw", "detections"], scores_activated: bool = False) -> "OutputRoles":
+        """The roles of a file whose output tensors are named after them (ssdkit's ONNX files)."""
+        roles = RAW_ROLES if kind == "raw" else DETECTION_ROLES
+        return cls(kind, tuple((role, role) for role in roles), scores_activated)
+
+    @classmethod
+    def from_json(cls, values: Any, where: str = "outputs") -> "OutputRoles":
+        """A third-party spec's ``{"box_encodings": "name" or index, ..., "scores_activated": bool}``."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{where} is {type(values).__name__}, expected an object of output roles")
+        values = dict(values)
+        activated = values.pop("scores_activated", False)
+        if not isinstance(activated, bool):
+            raise ValueError(f"{where}.scores_activated is {activated!r}, expected true or false")
+        roles = set(values)
+        if roles == set(RAW_ROLES):
+            kind = "raw"
+        elif set(DETECTION_ROLES) - {"num_detections"} <= roles <= set(DETECTION_ROLES):
+            kind = "detections"
+        else:
+            raise ValueError(f"{where} {sorted(roles)}, expected {list(RAW_ROLES)} or {list(DETECTION_ROLES)} "
+                             "(num_detections optional)")
+        for role, name in values.items():
+            if not isinstance(name, (str, int)) or isinstance(name, bool) or (isinstance(name, int) and name < 0):
+                raise ValueError(f"{where}.{role} is {name!r}, expected a tensor name or an output index (0, 1, ...)")
+        return cls(kind, tuple(values.items()), scores_activated=activated)
 
 # Words that name a role in tensor names, for models that do not use the OD API's names.
 _KEYWORDS = {

@@ -244,10 +244,15 @@ class Detector:
     def reported(self, detection: Detection) -> bool:
         """Whether ``detection`` reaches its class's threshold (what ``detect``
         without ``floor`` returns), rather than only a ``floor``."""
+        return _reaches(detection, self.thresholds())
+
+    def split_reported(self, detections: Sequence[Detection]) -> tuple[list[Detection], list[Detection]]:
+        """(the ``reported`` detections, the others): ``detect(image, floor)``'s two stages."""
         thresholds = self.thresholds()
-        if np.ndim(thresholds) == 0:
-            return detection.score >= thresholds
-        return 0 <= detection.class_id < len(thresholds) and detection.score >= thresholds[detection.class_id]
+        reported, low = [], []
+        for detection in detections:
+            (reported if _reaches(detection, thresholds) else low).append(detection)
+        return reported, low
 
     def detect_batch(self, images: Sequence[np.ndarray], floor: float | None = None) -> list[list[Detection]]:
         """``detect`` on each image; one invocation for all of them when the
@@ -411,6 +416,12 @@ class Detector:
             count = min(count, int(self._value(raw, "num_detections", item).reshape(-1)[0]))
         ids = np.round(classes[:count]).astype(np.int64) - self.spec.class_offset
         return boxes[:count], ids, scores[:count]
+
+
+def _reaches(detection: Detection, thresholds: float | np.ndarray) -> bool:
+    if np.ndim(thresholds) == 0:
+        return detection.score >= thresholds
+    return 0 <= detection.class_id < len(thresholds) and detection.score >= thresholds[detection.class_id]
 
 
 def _checked(image: np.ndarray) -> np.ndarray:

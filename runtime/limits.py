@@ -175,6 +175,7 @@ LIMITS: dict[str, Limit] = {
     "snapshot_clip": Limit("snapshot clip length", float, 0.0, 600.0),
     "summary_rate": Limit("summary rate", float, 0.0, 100.0),
     "message_queue": Limit("message queue size", int, 1, 1_000_000),
+    "qos": Limit("MQTT QoS", int, 0, 2),
 }
 
 

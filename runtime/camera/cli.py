@@ -48,7 +48,9 @@ def register(subparsers) -> None:
                              "to 30 s (default 0.5)")
 
     tracking = camera.add_argument_group(
-        "tracking, zones and counts", "needs the track extra (pip install 'ssdkit[track]'); see README.md")
+        "tracking, zones and counts",
+        "needs the track extra and trackers: pip install 'ssdkit[track]' && pip install --no-deps "
+        "'trackers>=2.6,<3' (README.md says why)")
     tracking.add_argument("--track", action="store_true",
                           help="give detections stable track ids (ByteTrack) and appeared/disappeared events")
     tracking.add_argument("--track-lost", type=arg("track_lost"), default=1.0, metavar="SECONDS",
@@ -81,8 +83,8 @@ def register(subparsers) -> None:
     mqtt.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate of the broker (implies --mqtt-tls)")
     mqtt.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (with --mqtt-key)")
     mqtt.add_argument("--mqtt-key", metavar="FILE", help="client certificate's private key")
-    mqtt.add_argument("--mqtt-qos", type=int, choices=(0, 1, 2), default=1,
-                      help="QoS of events and zone/line counts (default 1); summaries are QoS 0")
+    mqtt.add_argument("--mqtt-qos", type=arg("qos"), default=1, metavar="QOS",
+                      help=f"QoS of events and zone/line counts, {span('qos')} (default 1); summaries are QoS 0")
     mqtt.add_argument("--mqtt-summary-rate", type=arg("summary_rate"), default=1.0, metavar="PER_SECOND",
                       help=f"detection summaries a second, {span('summary_rate')} (default 1; 0: none)")
     mqtt.add_argument("--mqtt-queue", type=arg("message_queue"), default=1000, metavar="N",
@@ -105,7 +107,12 @@ def _camera(args) -> int:
     from .loop import LoopConfig, run_loop
 
     # OpenCV's own warning for a source it cannot open would repeat each retry message.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    # cv2.utils.logging is missing from some builds (the 4.10 wheels); cv2.setLogLevel is the older name.
+    cv_log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if cv_log is not None:
+        cv_log.setLogLevel(cv_log.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)  # 2: errors (OpenCV's LOG_LEVEL_ERROR)
 
     classes = class_filter.from_args(args)
     values = {f.name: getattr(args, f.name) for f in fields(LoopConfig) if hasattr(args, f.name)}

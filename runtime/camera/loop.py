@@ -87,7 +87,7 @@ class LoopConfig:
         limits.check(score_threshold=self.threshold, threads=self.threads, frames=self.max_frames,
                      stats_every=self.stats_every, retries=self.max_retries, retry_delay=self.retry_delay,
                      track_lost=self.track_lost, snapshot_clip=self.snapshot_clip,
-                     summary_rate=self.mqtt_summary_rate, message_queue=self.mqtt_queue,
+                     summary_rate=self.mqtt_summary_rate, message_queue=self.mqtt_queue, qos=self.mqtt_qos,
                      track_low=self.track_low)
         ClassFilter.build(self.classes, self.exclude_classes, self.class_thresholds)  # its errors, before any I/O
 

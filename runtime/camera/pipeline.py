@@ -107,11 +107,10 @@ class Pipeline:
             timings = self.detector.timings
             low = ()
             if floor is not None:  # ByteTrack's second stage; only reported detections go further
-                low = tuple(d for d in detections if not self.detector.reported(d))
-                detections = [d for d in detections if self.detector.reported(d)]
+                detections, low = self.detector.split_reported(detections)
             self._results.put(Result(frame, detections, {
                 "capture": frame.capture_s, "preprocess": converted + timings.preprocess,
-                "inference": timings.inference, "postprocess": timings.postprocess}, low=low))
+                "inference": timings.inference, "postprocess": timings.postprocess}, low=tuple(low)))
             done += 1
 
     def _output(self) -> None:

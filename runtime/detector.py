@@ -26,9 +26,9 @@ from .detector_spec import DetectorSpec, load_spec, parse_spec, shipped_specs
 from .preprocess import Transform, preprocess
 from .spec import ModelSpec
 
-# Rank of each role's output for one image (without the batch axis).
 log = logging.getLogger(__name__)
 
+# Rank of each role's output for one image (without the batch axis).
 _UNBATCHED_RANK = {"box_encodings": 2, "class_predictions": 2, "detection_boxes": 2, "detection_classes": 1,
                    "detection_scores": 1, "num_detections": 0}
 
@@ -257,6 +257,7 @@ class Detector:
     def detect_batch(self, images: Sequence[np.ndarray], floor: float | None = None) -> list[list[Detection]]:
         """``detect`` on each image; one invocation for all of them when the
         model has a dynamic batch axis (ONNX), else one per image."""
+        limits.check(score_threshold=floor)
         start = time.perf_counter()
         prepared = [self._prepare(image) for image in images]
         pre_time = time.perf_counter() - start

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# ByteTrack for `ssdkit camera --track`, without its opencv-python requirement (see pyproject.toml's track extra).
+TRACKERS := trackers>=2.6,<3
 
 MODEL ?= ssd_mnv2
 WEIGHTS ?=
@@ -30,6 +32,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(TRACKERS)'
+	@# A venv made before this rule: drop the opencv-python trackers pulled in and restore the headless cv2/ it overwrote.
+	if $(BIN)/python -m pip show opencv-python >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall --quiet -y opencv-python && \
+		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps 'opencv-python-headless>=4.8'; fi
 	touch $@
 
 venv: $(STAMP)
@@ -70,11 +77,13 @@ clean:
 zoo-costs: $(STAMP)
 	$(BIN)/python tools/zoo_costs.py
 
-# The camera loop's soak test: 4000 frames from a video file with every
-# output on; resident memory must stay flat. Not part of `make test`.
+# The camera loop's soak tests: 4000 frames from a video file with every
+# output on (then again with tracking, zones, MQTT to a local broker and
+# snapshots); resident memory must stay flat. Not part of `make test`.
 .PHONY: soak
 soak: $(STAMP)
-	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat $(PYTEST_ARGS)
+	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat \
+		tests/runtime/test_camera_events.py::test_soak_with_every_event_output_memory_stays_flat $(PYTEST_ARGS)
 
 # The device runtime on a Debian bookworm arm64 root under qemu-user (cached in
 # ~/.cache/ssdkit): detect with an int8 MODEL (WEIGHTS if given) and the runtime's

@@ -171,6 +171,12 @@ LIMITS: dict[str, Limit] = {
     "stats_every": Limit("statistics interval", float, 0.0, 86400.0),
     "retries": Limit("retry count", int, 0, None),
     "retry_delay": Limit("retry delay", float, 0.001, 3600.0),
+    "track_lost": Limit("track keep time", float, 0.0, 3600.0),
+    "track_low": Limit("low-score tracking threshold", float, 0.0, 1.0),
+    "snapshot_clip": Limit("snapshot clip length", float, 0.0, 600.0),
+    "summary_rate": Limit("summary rate", float, 0.0, 100.0),
+    "message_queue": Limit("message queue size", int, 1, 1_000_000),
+    "qos": Limit("MQTT QoS", int, 0, 2),
 }
 
 

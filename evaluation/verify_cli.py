@@ -78,5 +78,5 @@ def _against(args, artifacts) -> int:
     print(export_table(rows, f"{runner.kind} of {args.against}", tolerance))
     for row in rows:
         if row.problem:
-            print(f"ssdkit verify: {row.file}: {row.problem}", file=sys.stderr)
+            log.warning(f"{row.file}: {row.problem}")
     return 1 if any(row.check == "FAIL" for row in rows) else 0

@@ -24,8 +24,8 @@ def register(subparsers) -> None:
     detect.add_argument("--out", help="folder for annotated images and detections.jsonl")
     detect.add_argument("--json", action="store_true", help="print one JSON record per image on stdout")
     detect.add_argument("--spec", help="spec JSON (or a shipped spec's name) for a model without an embedded one")
-    detect.add_argument("--backend", help="tflite, litert, tflite_runtime, tensorflow, edgetpu or onnx "
-                                          "(default: from the file name)")
+    detect.add_argument("--backend", default="auto",
+                        help="auto (default: the fastest installed runtime for this file on this machine, measured once and cached), tflite, litert, tflite_runtime, tensorflow, edgetpu, onnx, openvino or openvino:DEVICE")
     detect.add_argument("--threads", type=int, help="interpreter threads (default: the device profile's)")
     detect.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
     detect.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")

@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import model_files, roles as output_roles
-from .backends import Backend, TensorInfo, backend_for_file, open_backend
+from .backends import AUTO, Backend, TensorInfo, backend_for_file, open_backend
+from .backends.choice import Choice, choose_backend
 from .decoder import Decoder, dequantize
 from .detector_spec import DetectorSpec, load_spec, parse_spec, shipped_specs
 from .preprocess import Transform, preprocess
@@ -126,7 +127,10 @@ class Detector:
       score_threshold: detections scoring below it are dropped (an attribute:
         a change applies from the next call).
       backend: ``tflite``, ``litert``, ``tflite_runtime``, ``tensorflow``,
-        ``edgetpu``, ``onnx`` or ``savedmodel`` (default: from the file name),
+        ``edgetpu``, ``onnx``, ``openvino`` (``openvino:DEVICE``) or
+        ``savedmodel`` (default: from the file name); ``auto``: the fastest
+        installed runtime for this file on this machine, measured once and
+        cached (``backends.choice``; a device profile's ``backend`` pins it);
         or a callable ``(model_path, threads) -> Backend`` for a format the
         runtime does not open itself.
 
@@ -136,6 +140,7 @@ class Detector:
       decoder: the ``Decoder`` of a raw-output model, None for one with its own NMS.
       timings: seconds per stage of the last call (``Timings``).
       backend: the loaded model (``backends.Backend``).
+      backend_choice: what ``backend="auto"`` picked and why (``backends.choice.Choice``), else None.
 
     Raises:
       FileNotFoundError: the model, or a spec file given by path, does not exist.
@@ -159,13 +164,20 @@ class Detector:
         library = None
         if getattr(profile, "delegate", None) == "edgetpu":
             library = getattr(profile, "delegate_library", lambda: None)()
-            if backend is None and backend_for_file(self.model_path) != "edgetpu":
+            if backend in (None, AUTO) and backend_for_file(self.model_path) != "edgetpu":
                 warnings.warn(f"{self.model_path.name} is not compiled for the Edge TPU (no _edgetpu.tflite "
                               "suffix): it runs on the CPU, not on the accelerator")
         self.score_threshold = score_threshold
         self.timings = Timings()
         self._scratch: dict = {}  # preprocess's reused resize buffer
         given = _given_spec(spec)  # a bad spec file fails before the model loads
+        self.backend_choice: Choice | None = None
+        if backend == AUTO:
+            if not self.model_path.exists():
+                raise FileNotFoundError(f"{self.model_path}: model file not found")
+            self.backend_choice = choose_backend(self.model_path, threads, pinned=getattr(profile, "backend", None),
+                                                 pinned_by=f"device profile {getattr(profile, 'name', '')}".strip())
+            backend = self.backend_choice.backend
         if callable(backend):
             self.backend: Backend = backend(self.model_path, threads)
         else:

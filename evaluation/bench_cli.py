@@ -32,7 +32,7 @@ def _bench(args) -> int:
     from ssdkit.fileio import check_writable_folder
     from ssdkit.tables import text_table
 
-    from .bench import bench, problems, table, write_results
+    from .bench import bench, problems, recommendation_line, table, write_results
 
     if args.runs < 1 or (args.images is not None and args.images < 1):
         raise ValueError(f"--runs {args.runs} and --images {args.images}: expected at least 1")
@@ -40,6 +40,7 @@ def _bench(args) -> int:
     check_writable_folder(out)
     result = bench(args.model_dir, args.data, args.device, args.runs, args.images, args.threshold)
     print(text_table(*table(result)))
+    print(recommendation_line(result))
     for line in problems(result):
         log.warning(line)
     for path in write_results(result, out):

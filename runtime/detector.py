@@ -25,6 +25,10 @@ from .detector_spec import DetectorSpec, load_spec, parse_spec, shipped_specs
 from .preprocess import Transform, preprocess
 from .spec import ModelSpec
 
+# Images per ``detect_batch`` call where callers batch (``ssdkit detect`` on a
+# folder, ``ssdkit eval``): enough to amortise per-call costs, small enough
+# for a Raspberry Pi's memory.
+BATCH_SIZE = 8
 # Rank of each role's output for one image (without the batch axis).
 _UNBATCHED_RANK = {"box_encodings": 2, "class_predictions": 2, "detection_boxes": 2, "detection_classes": 1,
                    "detection_scores": 1, "num_detections": 0}
@@ -201,6 +205,13 @@ class Detector:
 
     def close(self) -> None:
         self.backend.close()
+
+    @property
+    def batches(self) -> bool:
+        """Whether ``detect_batch`` runs several images in one call (a model
+        with a dynamic batch axis, e.g. ``ssdkit export --format onnx
+        --dynamic-batch``); otherwise it calls the model once per image."""
+        return self._input.shape[0] == -1
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detections in an RGB uint8 HxWx3 image, best first, boxes in its pixels."""

@@ -37,7 +37,7 @@ EXIT_USER_ERROR = 2
 _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
     "official": "convert", "flatbuffers": "convert", "PIL": "eval", "pycocotools": "eval",
-    "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
+    "onnxruntime": "onnx", "openvino": "openvino", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
 }
 
 

@@ -68,3 +68,20 @@ def test_a_file_openvino_cannot_read_is_one_clear_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.onnx: not a model OpenVINO can read"):
         open_backend(bad, "openvino")
+
+
+def test_an_openvino_ir_with_the_spec_in_rt_info_runs_as_its_onnx(photos, tmp_path):
+    """An IR (``.xml`` + ``.bin``) from ``ov.convert_model`` with the spec as
+    rt_info ``ssdkit_spec``: opened by file name, spec read without TensorFlow."""
+    import openvino as ov
+
+    from ssdkit.runtime.model_files import ONNX_KEY
+
+    onnx_path = MODELS / "ssdlite_mnv3_small_raw.onnx"
+    with Detector(onnx_path, backend="onnx", score_threshold=0.3) as ort:
+        model = ov.convert_model(str(onnx_path))
+        model.set_rt_info(ort.backend.metadata()[ONNX_KEY], [ONNX_KEY])
+        ov.save_model(model, str(tmp_path / "model.xml"), compress_to_fp16=False)
+        with Detector(tmp_path / "model.xml", score_threshold=0.3) as ir:
+            assert ir.backend.name == "openvino" and ir.spec == ort.spec
+            _pairs(ort.detect(photos[0]), ir.detect(photos[0]))

@@ -36,13 +36,13 @@ def _photo() -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
-def _median_ms(call, calls: int) -> list[float]:
+def _median_ms(call, calls: int) -> float:
     seconds = []
     for _ in range(calls):
         start = time.perf_counter()
         call()
         seconds.append(time.perf_counter() - start)
-    return [1000 * s for s in seconds]
+    return 1000 * float(np.median(seconds))
 
 
 def main() -> None:
@@ -63,28 +63,40 @@ def main() -> None:
             if installed(runtime):
                 backend = open_backend(path, runtime)
                 bare[(path, runtime)] = (backend, tensor)
-    times = {key: [] for key in [*bare, *autos]}
+    # Per round, the median of each; rounds interleave every runtime and
+    # file, so a burst of load from other processes hits them alike. Figures
+    # are the best round's (least disturbed); ratios the median of the
+    # per-round ratios.
+    rounds = {key: [] for key in [*bare, *autos]}
     for _ in range(args.rounds):
         for key, (backend, tensor) in bare.items():
             backend.run(tensor)
-            times[key] += _median_ms(lambda: backend.run(tensor), args.calls)
+            rounds[key].append(_median_ms(lambda: backend.run(tensor), args.calls))
         for path, detector in autos.items():
             detector.detect(photo)
-            times[path] += _median_ms(lambda: detector.detect(photo), args.calls)
-    median = {key: float(np.median(values)) for key, values in times.items()}
-    print(f"{args.rounds} rounds x {args.calls} calls, median ms; bare = Backend.run on the preprocessed photo "
-          f"(default threads); detect = Detector(backend='auto').detect (preprocess + inference + NMS)")
+            rounds[path].append(_median_ms(lambda: detector.detect(photo), args.calls))
+    median = {key: min(values) for key, values in rounds.items()}
+    print(f"{args.rounds} interleaved rounds x {args.calls} calls; ms = the best round's median; bare = Backend.run "
+          f"on the preprocessed photo (default threads); detect = Detector(backend='auto').detect (preprocess + "
+          f"inference + NMS); ratios = median over rounds")
     for path, detector in autos.items():
         runs = {runtime: median[(p, runtime)] for (p, runtime) in bare if p == path}
         fastest = min(runs, key=runs.get)
         line = "  ".join(f"{runtime} {ms:6.2f}" for runtime, ms in runs.items())
-        ratio = median[path] / runs[fastest]
+        ratio = float(np.median(np.array(rounds[path]) / np.array(rounds[(path, fastest)])))
         print(f"{path.name:28s} bare: {line}")
         print(f"{'':28s} auto picked {detector.backend.name} ({'fastest' if detector.backend.name == fastest else 'NOT the fastest'}"
               f" here: {fastest}); detect {median[path]:6.2f} ms = {ratio:.2f}x the fastest bare call "
               f"(target <= {AUTO_TARGET}) {'ok' if ratio <= AUTO_TARGET else 'MISSED'}")
     best_key = min(bare, key=median.get)
     print(f"fastest bare call over all files: {best_key[0].name} in {best_key[1]}, {median[best_key]:.2f} ms")
+    int8 = [key for key in bare if "int8" in key[0].name]
+    fp32 = [key for key in bare if "int8" not in key[0].name]
+    if int8 and fp32:
+        a, b = min(int8, key=median.get), min(fp32, key=median.get)
+        ratio = float(np.median(np.array(rounds[a]) / np.array(rounds[b])))
+        print(f"best int8 path {a[0].name} in {a[1]} / best fp32 path {b[0].name} in {b[1]}: {ratio:.2f} "
+              f"({'int8 is faster' if ratio < 1 else 'int8 is NOT faster'} on this machine)")
     if args.bench:
         from ssdkit.evaluation.bench import bench
 
@@ -94,7 +106,7 @@ def main() -> None:
         if key is None:
             print(f"ssdkit bench recommends {chosen['file']} in {chosen['runtime']}: not among the files given")
         else:
-            ratio = median[key] / median[best_key]
+            ratio = float(np.median(np.array(rounds[key]) / np.array(rounds[best_key])))
             print(f"ssdkit bench {args.bench} recommends {chosen['file']} in {chosen['runtime']} "
                   f"(its detect {chosen['latency_ms_median']:.2f} ms in bench); bare call {median[key]:.2f} ms = "
                   f"{ratio:.2f}x the fastest bare call (target <= {BENCH_TARGET}) "

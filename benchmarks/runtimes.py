@@ -100,7 +100,7 @@ def main() -> None:
     if args.bench:
         from ssdkit.evaluation.bench import bench
 
-        result = bench(args.bench, runs=30, images=20)
+        result = bench(args.bench, runs=20, images=10)
         chosen = result["recommended"]
         key = next((k for k in bare if k[0].name == chosen["file"] and k[1] == chosen["runtime"]), None)
         if key is None:

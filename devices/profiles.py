@@ -3,8 +3,10 @@
 A profile names the artifact to prefer (``int8_uint8``: full-integer TFLite
 with uint8 I/O; ``edgetpu``: the ``*_edgetpu.tflite`` compiled model;
 ``fp32``), interpreter threads, the delegate and its library per OS, input
-size advice, the apt/pip packages the device needs, and how to recognise the
-device (``detect``). Standard library only: it runs on the devices.
+size advice, the apt/pip packages the device needs, how to recognise the
+device (``detect``), and optionally the runtime ``backend="auto"`` must use
+for the files it can run (``backend``: the Coral profiles pin ``edgetpu``,
+the Raspberry Pi ones ``tflite``). Standard library only: it runs on the devices.
 """
 from __future__ import annotations
 

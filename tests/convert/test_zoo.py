@@ -89,5 +89,5 @@ def test_stored_costs_are_what_a_built_network_counts():
     from ssdkit.convert.models.ssd import build_model
     from ssdkit.convert.zoo import zoo_costs
 
-    keras_model = build_model(ModelConfig("ssdlite_mnv3_small")).keras_model
+    keras_model = build_model(ModelConfig("ssdlite_mnv3_small").definition()).keras_model
     assert zoo_costs()["ssdlite_mnv3_small"] == {"params": keras_model.count_params(), "macs": count_macs(keras_model)}

@@ -22,6 +22,7 @@ from ssdkit.fileio import write_text_atomic
 HERE = Path(__file__).resolve().parent
 MODELS = Path("build/bench")
 INT8, FP32 = MODELS / "ssd_mnv2_int8.tflite", MODELS / "ssd_mnv2_fp32.tflite"
+ONNX_FP32, ONNX_INT8 = MODELS / "ssd_mnv2_raw.onnx", MODELS / "ssd_mnv2_raw_int8.onnx"
 
 
 def _run(argv: list[str]) -> str:
@@ -46,6 +47,11 @@ def _export_models() -> None:
         _run([*ssdkit, "--quant", "int8"])
     if not FP32.is_file():
         _run([*ssdkit, "--quant", "fp32"])
+    onnx = [*ssdkit[:7], "onnx", *ssdkit[8:]]
+    if not ONNX_FP32.is_file():
+        _run([*onnx, "--quant", "fp32"])
+    if not ONNX_INT8.is_file():
+        _run([*onnx, "--quant", "int8"])
 
 
 def main() -> None:
@@ -64,6 +70,9 @@ def main() -> None:
         "Tracking and zones: cost per frame": [python, str(HERE / "tracking_cost.py")],
         "Camera loop with tracking, zones, MQTT and snapshots; broker outage": [
             python, str(HERE / "camera_events.py"), "--model", str(INT8)],
+        "Every runtime on every file; backend auto and ssdkit bench's recommendation":
+            [python, str(HERE / "runtimes.py"), str(INT8), str(FP32), str(ONNX_INT8), str(ONNX_FP32),
+             "--bench", str(MODELS)],
     }
     sections = []
     for title, argv in runs.items():
@@ -76,7 +85,7 @@ def main() -> None:
     header = (f"# Benchmark results\n\nWritten by `make bench` ({datetime.date.today().isoformat()}, "
               f"{time.perf_counter() - started:.0f} s). Machine: "
               + ", ".join(f"{k} {v}" for k, v in machine.items() if v) + f"; {packages}.\n\n"
-              "Models: `ssdkit export --model ssd_mnv2 --format tflite --quant int8|fp32 --out build/bench "
+              "Models: `ssdkit export --model ssd_mnv2 --format tflite|onnx --quant int8|fp32 --out build/bench "
               "--no-report` (shipped demo weights).\n\n")
     write_text_atomic(Path(args.out), header + "\n".join(sections))
     print(f"wrote {args.out}", file=sys.stderr)

@@ -3,8 +3,10 @@
 A profile names the artifact to prefer (``int8_uint8``: full-integer TFLite
 with uint8 I/O; ``edgetpu``: the ``*_edgetpu.tflite`` compiled model;
 ``fp32``), interpreter threads, the delegate and its library per OS, input
-size advice, the apt/pip packages the device needs, and how to recognise the
-device (``detect``). Standard library only: it runs on the devices.
+size advice, the apt/pip packages the device needs, how to recognise the
+device (``detect``), and optionally the runtime ``backend="auto"`` must use
+for the files it can run (``backend``: the Coral profiles pin ``edgetpu``,
+the Raspberry Pi ones ``tflite``). Standard library only: it runs on the devices.
 """
 from __future__ import annotations
 
@@ -29,11 +31,15 @@ class DeviceProfile:
     apt: tuple[str, ...]
     pip: tuple[str, ...]
     detect: dict
+    # The runtime ``backend="auto"`` must use for files it can run (None: measure).
+    backend: str | None = None
 
     def delegate_library(self, system: str | None = None) -> str | None:
         return self.delegate_libraries.get(system or platform.system()) if self.delegate else None
 
 
+_OPTIONAL = ("backend",)
+_PINNABLE = (None, "tflite", "litert", "tflite_runtime", "edgetpu", "onnx", "openvino")
 _TYPES = {"name": str, "description": str, "artifact": str, "threads": int, "delegate": (str, type(None)),
           "delegate_libraries": dict, "input_size_advice": str, "apt": list, "pip": list, "detect": dict}
 
@@ -43,7 +49,7 @@ def parse_profile(data: dict, source: str) -> DeviceProfile:
     names = {f.name for f in fields(DeviceProfile)}
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a profile is a JSON object")
-    unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+    unknown, missing = sorted(set(data) - names), sorted(names - set(data) - set(_OPTIONAL))
     if unknown:
         raise ValueError(f"{source}: unknown field(s) {unknown}; expected {sorted(names)}")
     if missing:
@@ -55,6 +61,10 @@ def parse_profile(data: dict, source: str) -> DeviceProfile:
         raise ValueError(f"{source}: field 'artifact' is {data['artifact']!r}, expected one of {', '.join(ARTIFACTS)}")
     if data["threads"] < 1:
         raise ValueError(f"{source}: field 'threads' is {data['threads']}, expected at least 1")
+    pinned = data.get("backend")
+    if pinned not in _PINNABLE:
+        raise ValueError(f"{source}: field 'backend' is {pinned!r}, expected null or one of "
+                         f"{', '.join(b for b in _PINNABLE if b)}")
     if data["delegate"] not in (None, "edgetpu"):
         raise ValueError(f"{source}: field 'delegate' is {data['delegate']!r}, expected null or 'edgetpu'")
     return DeviceProfile(**{**data, "apt": tuple(data["apt"]), "pip": tuple(data["pip"])})

@@ -36,12 +36,13 @@ def _bench(args) -> int:
     from ssdkit.fileio import check_writable_folder
     from ssdkit.tables import text_table
 
-    from .bench import bench, problems, table, write_results
+    from .bench import bench, problems, recommendation_line, table, write_results
 
     out = args.out or args.model_dir
     check_writable_folder(out)
     result = bench(args.model_dir, args.data, args.device, args.runs, args.images, args.threshold)
     print(text_table(*table(result)))
+    print(recommendation_line(result))
     for line in problems(result):
         log.warning(line)
     for path in write_results(result, out):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ssdkit.runtime.limits import arg, span
@@ -26,6 +27,8 @@ def _eval(args) -> int:
     from ssdkit.fileio import check_writable_folder, write_text_atomic
     from ssdkit.tables import text_table
 
+    from ssdkit.runtime.detector import BATCH_SIZE
+
     from .evaluate import class_mapping, evaluate, load_dataset, open_detector, predict_dataset
 
     if args.json_out:
@@ -36,13 +39,19 @@ def _eval(args) -> int:
         raise ValueError(f"{dataset.source}: no images to evaluate on")
     with open_detector(args.model, args.device, args.threshold) as detector:
         mapping = class_mapping(detector.spec.labels, dataset.labels)  # before the long run: fails on foreign labels
+        start = time.perf_counter()
         predictions = predict_dataset(detector, dataset, len(records))
+        seconds = time.perf_counter() - start
+        batched = detector.batches
     results = {"model": str(args.model), "data": str(dataset.source), "images": len(records),
-               "threshold": args.threshold, **evaluate(records, dataset.labels, predictions, mapping)}
+               "threshold": args.threshold, "images_per_second": round(len(records) / seconds, 2),
+               **evaluate(records, dataset.labels, predictions, mapping)}
     print(text_table(("metric", "value"), [(name, f"{value:.4f}") for name, value in results["metrics"].items()]))
     print()
     print(text_table(("class", "AP"), [(label, f"{ap:.4f}") for label, ap in results["per_class_AP"].items()]))
-    print(f"({len(records)} images of {dataset.source}, detections scoring at least {args.threshold})")
+    print(f"({len(records)} images of {dataset.source}, detections scoring at least {args.threshold}; "
+          f"{results['images_per_second']:.1f} images/s including decoding the files"
+          f"{f', batches of {BATCH_SIZE}' if batched else ''})")
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(results, indent=1) + "\n")
     return 0

@@ -24,7 +24,8 @@ from .evaluate import load_dataset, open_detector
 LATENCY_IMAGES = 10  # the first images of the evaluation set, cycled through the timed runs
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5
-_VERSIONED = ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "opencv-python-headless")
+_VERSIONED = ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "openvino", "tensorflow",
+              "opencv-python-headless")
 
 
 def time_calls(call: Callable[[int], object], runs: int, warmup: int = DEFAULT_WARMUP) -> np.ndarray:
@@ -57,11 +58,12 @@ def peak_rss_mb() -> float:
 
 
 def measure(path: Path, images: Sequence[np.ndarray], runs: int = DEFAULT_RUNS, device: str | None = None,
-            warmup: int = DEFAULT_WARMUP) -> dict:
-    """Loads ``path`` and times ``Detector.detect`` (preprocess, inference,
-    postprocess: what an application waits for) on ``images`` in turn."""
+            warmup: int = DEFAULT_WARMUP, backend: str | None = None) -> dict:
+    """Loads ``path`` (with ``backend``, default: from the file name) and times
+    ``Detector.detect`` (preprocess, inference, postprocess: what an
+    application waits for) on ``images`` in turn."""
     start = time.perf_counter()
-    detector = open_detector(path, device)
+    detector = open_detector(path, device, backend=backend)
     load_s = time.perf_counter() - start
     inference = []
 
@@ -121,12 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS)
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     parser.add_argument("--device", help="device profile: threads and delegate")
+    parser.add_argument("--backend", help="runtime to run the file with (default: from the file name)")
     args = parser.parse_args(argv)
     dataset = load_dataset(args.data)
     images = [dataset.load_image(record) for record in dataset.records[:LATENCY_IMAGES]]
     if not images:
         raise SystemExit(f"{dataset.source}: no images to time")
-    print(json.dumps(measure(args.one, images, args.runs, args.device, args.warmup)))
+    print(json.dumps(measure(args.one, images, args.runs, args.device, args.warmup, args.backend)))
     return 0
 
 

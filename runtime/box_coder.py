@@ -17,6 +17,7 @@ graph decoders compute the same formula in their own graph ops.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -40,6 +41,15 @@ def encode(boxes: np.ndarray, anchors: np.ndarray, scales: Sequence[float] | Non
     return codes
 
 
+@functools.lru_cache(maxsize=16)
+def _divisors(scales: tuple[float, ...] | None) -> np.ndarray:
+    """The scales as the kernel holds them (float32), widened to double; one
+    array per scales tuple (the decoder runs per frame)."""
+    divisors = np.array([float(np.float32(s)) for s in scales] if scales else [1.0] * 4)
+    divisors.flags.writeable = False
+    return divisors
+
+
 def decode_center_size(
     rel_codes: np.ndarray, anchors_cs: np.ndarray, scales: Sequence[float] | None = SSD_SCALES
 ) -> np.ndarray:
@@ -52,7 +62,7 @@ def decode_center_size(
     """
     codes = np.asarray(rel_codes, np.float32)[..., :4].astype(np.float64)
     anchors = np.asarray(anchors_cs, np.float32).astype(np.float64)
-    divisors = np.array([float(np.float32(s)) for s in scales] if scales else [1.0] * 4)
+    divisors = _divisors(tuple(scales) if scales else None)
     # Columns (y, x) at once: the same double operations as the kernel, in its order.
     centres = (codes[..., :2] / divisors[:2] * anchors[..., 2:] + anchors[..., :2]).astype(np.float32)
     halves = (0.5 * np.exp(codes[..., 2:4] / divisors[2:]) * anchors[..., 2:]).astype(np.float32)

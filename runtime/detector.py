@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import limits, model_files, roles as output_roles
-from .backends import Backend, TensorInfo, backend_for_file, open_backend
+from .backends import AUTO, Backend, TensorInfo, backend_for_file, open_backend
+from .backends.choice import Choice, choose_backend
 from .class_filter import ClassFilter, lowered
 from .decoder import Decoder, dequantize
 from .detector_spec import DetectorSpec, load_spec, parse_spec, shipped_specs
@@ -27,6 +28,11 @@ from .preprocess import Transform, preprocess
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
+
+# Images per ``detect_batch`` call where callers batch (``ssdkit detect`` on a
+# folder, ``ssdkit eval``): enough to amortise per-call costs, small enough
+# for a Raspberry Pi's memory.
+BATCH_SIZE = 8
 
 # Rank of each role's output for one image (without the batch axis).
 _UNBATCHED_RANK = {"box_encodings": 2, "class_predictions": 2, "detection_boxes": 2, "detection_classes": 1,
@@ -130,7 +136,10 @@ class Detector:
       score_threshold: detections scoring below it are dropped (an attribute:
         a change applies from the next call).
       backend: ``tflite``, ``litert``, ``tflite_runtime``, ``tensorflow``,
-        ``edgetpu``, ``onnx`` or ``savedmodel`` (default: from the file name),
+        ``edgetpu``, ``onnx``, ``openvino`` (``openvino:DEVICE``) or
+        ``savedmodel`` (default: from the file name); ``auto``: the fastest
+        installed runtime for this file on this machine, measured once and
+        cached (``backends.choice``; a device profile's ``backend`` pins it);
         or a callable ``(model_path, threads) -> Backend`` for a format the
         runtime does not open itself.
       classes: report only these labels (an allow list; None: all).
@@ -159,6 +168,7 @@ class Detector:
         (the model's NMS, classes filtered after it).
       timings: seconds per stage of the last call (``Timings``).
       backend: the loaded model (``backends.Backend``).
+      backend_choice: what ``backend="auto"`` picked and why (``backends.choice.Choice``), else None.
 
     Raises:
       FileNotFoundError: the model, or a spec file given by path, does not exist.
@@ -187,13 +197,20 @@ class Detector:
         library = None
         if getattr(profile, "delegate", None) == "edgetpu":
             library = getattr(profile, "delegate_library", lambda: None)()
-            if backend is None and backend_for_file(self.model_path) != "edgetpu":
+            if backend in (None, AUTO) and backend_for_file(self.model_path) != "edgetpu":
                 warnings.warn(f"{self.model_path.name} is not compiled for the Edge TPU (no _edgetpu.tflite "
                               "suffix): it runs on the CPU, not on the accelerator")
         self.score_threshold = score_threshold
         self.timings = Timings()
         self._scratch: dict = {}  # preprocess's reused resize buffer
         given = _given_spec(spec)  # a bad spec file fails before the model loads
+        self.backend_choice: Choice | None = None
+        if backend == AUTO:
+            if not self.model_path.exists():
+                raise FileNotFoundError(f"{self.model_path}: model file not found")
+            self.backend_choice = choose_backend(self.model_path, threads, pinned=getattr(profile, "backend", None),
+                                                 pinned_by=f"device profile {getattr(profile, 'name', '')}".strip())
+            backend = self.backend_choice.backend
         if callable(backend):
             self.backend: Backend = backend(self.model_path, threads)
         else:
@@ -223,6 +240,13 @@ class Detector:
 
     def close(self) -> None:
         self.backend.close()
+
+    @property
+    def batches(self) -> bool:
+        """Whether ``detect_batch`` runs several images in one call (a model
+        with a dynamic batch axis, e.g. ``ssdkit export --format onnx
+        --dynamic-batch``); otherwise it calls the model once per image."""
+        return self._input.shape[0] == -1
 
     def detect(self, image: np.ndarray, floor: float | None = None) -> list[Detection]:
         """Detections in an RGB uint8 HxWx3 image, best first, boxes in its pixels.

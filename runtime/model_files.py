@@ -11,8 +11,9 @@ exporters and the runtime share one definition.
   ``MetadataPopulator``) keeps it: the files join that archive. Write the
   standard metadata first, then ``embed_in_tflite``: the metadata writer
   rebuilds the flatbuffer and does not keep files it did not add.
-- ONNX: ``metadata_props`` key ``ssdkit_spec`` (read through ONNX Runtime,
-  so a device needs no ``onnx`` package).
+- ONNX: ``metadata_props`` key ``ssdkit_spec`` (read through ONNX Runtime
+  or OpenVINO, so a device needs no ``onnx`` package).
+- OpenVINO IR (``.xml`` + ``.bin``): ``rt_info`` key ``ssdkit_spec``.
 - Any file: a sidecar ``<file>.spec.json`` (third-party models), or the JSON
   given to ``Detector(spec=...)`` / ``ssdkit detect --spec``.
 
@@ -99,7 +100,7 @@ def embedded_spec_text(path: str | Path, onnx_metadata_map: dict[str, str] | Non
     if path.is_dir():
         spec_file = path / SAVEDMODEL_SPEC
         return spec_file.read_text() if spec_file.is_file() else None
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() in (".onnx", ".xml"):  # ONNX metadata_props; an OpenVINO IR's rt_info
         metadata = _onnx_metadata(path) if onnx_metadata_map is None else onnx_metadata_map
         return metadata.get(ONNX_KEY)
     data = tflite_associated_files(path).get(SPEC_NAME)
@@ -135,9 +136,18 @@ def _split(model_bytes: bytes) -> tuple[bytes, dict[str, bytes]]:
 
 
 def _onnx_metadata(path: Path) -> dict[str, str]:
+    """The model's metadata through ONNX Runtime, else OpenVINO (an IR, or
+    an install with OpenVINO only)."""
     from .backends.onnx import OnnxBackend
+    from .backends.openvino import OpenVinoBackend
 
-    backend = OnnxBackend(path)
+    backend = None
+    if path.suffix.lower() == ".onnx":
+        try:
+            backend = OnnxBackend(path)
+        except RuntimeError:  # ONNX Runtime is not installed
+            backend = None
+    backend = backend or OpenVinoBackend(path)
     try:
         return backend.metadata()
     finally:

@@ -11,6 +11,8 @@ score order (ties: lower index first).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .boxes import iou
@@ -31,9 +33,11 @@ def nms(
     return order[greedy(np.asarray(boxes)[order], iou_threshold, max_output)]
 
 
-# Candidates per IoU matrix in ``greedy``: a 256 x 256 matrix costs about as
-# much as 20 one-box-against-all rows (measured on x86, numpy 2.4).
-_CHUNK = 256
+# Candidates per step of ``greedy``: 64 fit one machine word per bit-mask row,
+# and a trained detector's candidates usually fit one step. Larger steps
+# waste work once enough boxes are kept (dense scores keep 100 of the first
+# ~150); smaller ones pay numpy's per-call cost more often.
+_CHUNK = 64
 
 
 def _bit_rows(matrix: np.ndarray) -> list[int]:
@@ -46,26 +50,81 @@ def _bit_rows(matrix: np.ndarray) -> list[int]:
     return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
-def greedy(boxes: np.ndarray, iou_threshold: float, want: int,
-            classes: np.ndarray | None = None, per_class: int | None = None) -> np.ndarray:
+def _overlaps(a: np.ndarray, b: np.ndarray | None, threshold: np.float32) -> np.ndarray:
+    """[k, m] ``IoU > threshold`` of [k, 4] against [m, 4] corners (``b``
+    None: ``a`` against itself). ``boxes.iou``'s arithmetic operation for
+    operation, so float32 boxes give the kernel's bits, in fewer numpy calls
+    (their overhead dominates at a few dozen boxes): both extents in one
+    [2, k, m] array, areas once, and the mask for boxes of non-positive area
+    only when there is one."""
+    cols_a = np.ascontiguousarray(a.T)  # [4, k]: ymin, xmin, ymax, xmax
+    sides_a = cols_a[2:] - cols_a[:2]
+    area_a = sides_a[0] * sides_a[1]
+    if b is None:
+        cols_b, area_b = cols_a, area_a
+    else:
+        cols_b = np.ascontiguousarray(b.T)
+        sides_b = cols_b[2:] - cols_b[:2]
+        area_b = sides_b[0] * sides_b[1]
+    extent = np.minimum(cols_a[2:, :, None], cols_b[2:, None, :])
+    extent -= np.maximum(cols_a[:2, :, None], cols_b[:2, None, :])
+    np.maximum(extent, a.dtype.type(0), out=extent)
+    inter = extent[0] * extent[1]
+    union = area_a[:, None] + area_b[None, :]
+    union -= inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hit = np.divide(inter, union, out=union) > threshold
+    positive_a = area_a > 0
+    positive_b = positive_a if b is None else area_b > 0
+    if not (positive_a.all() and positive_b.all()):  # the IoU with such a box is 0
+        hit &= positive_a[:, None] & positive_b[None, :]
+    return hit
+
+
+def greedy(boxes: np.ndarray | Callable[[np.ndarray], np.ndarray], iou_threshold: float, want: int,
+           classes: np.ndarray | None = None, per_class: int | None = None, count: int | None = None) -> np.ndarray:
     """Greedy suppression over [N, 4] ``boxes`` already in visiting order (the
     core of every hard NMS here and of the op replica):
     positions of the first ``want`` kept boxes. A kept box removes the later
     ones with IoU > ``iou_threshold`` (of its own class when ``classes`` [N] is
     given; then each class keeps at most ``per_class``).
 
-    Works a chunk of candidates at a time: one IoU matrix for the chunk, a
-    pure-Python pass over bit masks, then one matrix of the new keeps against
-    the rest. Exact, since only kept boxes suppress.
+    ``boxes`` may be a function from positions to their [n, 4] boxes (with
+    ``count`` = N), so a caller decodes only the candidates the pass reaches:
+    with dense scores, 100 boxes are kept long before the last candidate.
+
+    Visits ``_CHUNK`` candidates at a time: drops those a box kept so far
+    suppresses (one [kept, chunk] IoU matrix), then a pure-Python pass over
+    the bit masks of the chunk's own IoU matrix. Exact, since only kept boxes
+    suppress and every kept box is checked against every later candidate.
     """
+    if callable(boxes):
+        box_of, total = boxes, int(count)
+    else:
+        array = np.asarray(boxes)
+        box_of, total = array.__getitem__, len(array)
     threshold = np.float32(iou_threshold)
-    alive = np.arange(len(boxes))
     kept: list[int] = []
+    kept_boxes: list[np.ndarray] = []
     counts: dict[int, int] = {}
-    while len(kept) < want and alive.size:
-        chunk, rest = alive[:_CHUNK], alive[_CHUNK:]
-        cb = boxes[chunk]
-        suppress = iou(cb[:, None], cb[None]) > threshold
+    full: list[int] = []  # classes at their cap
+    start = 0
+    while len(kept) < want and start < total:
+        chunk = np.arange(start, min(start + _CHUNK, total))
+        start += _CHUNK
+        if full:
+            chunk = chunk[~np.isin(classes[chunk], full)]
+        cb = box_of(chunk)
+        if kept_boxes and chunk.size:
+            previous = np.concatenate(kept_boxes)
+            hit = _overlaps(previous, cb, threshold)
+            if classes is not None:
+                hit &= classes[kept][:, None] == classes[chunk][None]
+            alive = ~hit.any(axis=0)
+            chunk, cb = chunk[alive], cb[alive]
+        if not chunk.size:
+            continue
+        suppress = _overlaps(cb, None, threshold)
         same = None if classes is None else classes[chunk][:, None] == classes[chunk][None]
         if same is not None:
             suppress &= same
@@ -85,18 +144,9 @@ def greedy(boxes: np.ndarray, iou_threshold: float, want: int,
                 counts[cls] = counts.get(cls, 0) + 1
                 if counts[cls] >= per_class:
                     removed |= class_rows[i]
+                    full.append(cls)
         kept.extend(chunk[new].tolist())
-        if len(kept) >= want:
-            break
-        if classes is not None:
-            full = [c for c, n in counts.items() if n >= per_class]
-            rest = rest[~np.isin(classes[rest], full)] if full else rest
-        if new and rest.size:
-            hit = iou(cb[new][:, None], boxes[rest][None]) > threshold
-            if classes is not None:
-                hit &= classes[chunk[new]][:, None] == classes[rest][None]
-            rest = rest[~hit.any(axis=0)]
-        alive = rest
+        kept_boxes.append(cb[new])
     return np.asarray(kept, np.int64)
 
 

@@ -42,7 +42,7 @@ EXIT_USER_ERROR = 2
 _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
     "official": "convert", "flatbuffers": "convert", "skimage": "convert", "PIL": "eval", "pycocotools": "eval",
-    "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
+    "onnxruntime": "onnx", "openvino": "openvino", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
     "trackers": "track", "supervision": "track", "paho": "mqtt",
 }
 # trackers' metadata requires opencv-python, a second OpenCV beside opencv-python-headless: installed

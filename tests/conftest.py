@@ -55,6 +55,20 @@ def mqtt_broker_tool():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+@pytest.fixture(scope="session", autouse=True)
+def backend_choice_cache(tmp_path_factory):
+    """``backend="auto"`` (the CLI default) caches what it measured; the
+    tests keep that cache in a temporary file, not in ~/.cache/ssdkit."""
+    import os
+
+    path = tmp_path_factory.mktemp("choices") / "backend_choices.json"
+    before = os.environ.get("SSDKIT_BACKEND_CHOICES")
+    os.environ["SSDKIT_BACKEND_CHOICES"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("SSDKIT_BACKEND_CHOICES", None)
+    else:
+        os.environ["SSDKIT_BACKEND_CHOICES"] = before
 
 
 # Runs ``ssdkit.cli.main`` on each argv in one new Python process and reports,

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     camera.add_argument("--threads", type=arg("threads"),
                         help=f"interpreter threads, {span('threads')} (default: the device profile's)")
     camera.add_argument("--spec", help="spec JSON (or a shipped spec's name) for a model without an embedded one")
-    camera.add_argument("--backend", help="tflite, litert, tflite_runtime, tensorflow, edgetpu or onnx")
+    camera.add_argument("--backend", default="auto",
+                        help="auto (default: the fastest installed runtime for this file on this machine, measured once and cached), tflite, litert, tflite_runtime, tensorflow, edgetpu, onnx, openvino or openvino:DEVICE")
     camera.add_argument("--video", help="write the annotated frames to this video (.mp4, .mkv, .mov or .avi)")
     camera.add_argument("--jsonl", help="write one JSON line of detections and stage times per frame")
     camera.add_argument("--serve", metavar="HOST:PORT",

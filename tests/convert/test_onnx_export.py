@@ -289,3 +289,19 @@ def test_cli_maps_the_onnx_options(tmp_path, monkeypatch, argv, expected):
     assert main(["export", *TINY, "--format", "onnx", "--out", str(tmp_path), *argv]) == 0
     options = seen["options"]
     assert {k: getattr(options, k) for k in expected} == expected and options.tflite.quant == "int8"
+
+
+@pytest.mark.parametrize("name", ["ssd_mnv2_raw.onnx", "ssd_mnv2_raw_int8.onnx"])
+def test_openvino_gives_onnx_runtimes_raw_outputs(exported, name):
+    """OpenVINO on the same file, fp32 and QDQ int8: raw outputs as ONNX
+    Runtime's (int8: their kernels round differently, by a few steps)."""
+    pytest.importorskip("openvino")
+    images = [render(2, 0, 96)[0], render(5, 1, 120)[0]]
+    with Detector(exported[1][name], backend="onnx") as reference, \
+            Detector(exported[1][name], backend="openvino") as openvino:
+        for image in images:
+            want, got = reference.run_raw(image), openvino.run_raw(image)
+            for a, b in ((want.box_encodings, got.box_encodings), (want.class_scores, got.class_scores)):
+                tolerance = 1e-4 if "int8" not in name else 0.05 * max(1.0, float(np.abs(a).max()))
+                np.testing.assert_allclose(b, a, atol=tolerance, rtol=1e-4)
+        assert [len(d) for d in reference.detect_batch(images)] == [len(d) for d in openvino.detect_batch(images)]

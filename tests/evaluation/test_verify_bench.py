@@ -1,4 +1,5 @@
 """`ssdkit eval`, `verify` and `bench` on a tiny exported model folder (SavedModel, fp32 TFLite, ONNX)."""
+import importlib.util
 import json
 import shutil
 from importlib import resources
@@ -138,7 +139,23 @@ def test_bench_writes_the_table_json_markdown_and_chart(model_dir, data, tmp_pat
         assert 0 < entry["latency_ms"]["median"] <= entry["latency_ms"]["p90"]
         assert entry["throughput_ips"] > 0 and entry["metrics"] is not None
     assert [f["check"] for f in result["formats"]] == ["reference", "pass", "pass"]
-    assert sum(line.startswith("| ") for line in (out / "bench.md").read_text().splitlines()) == 5  # header, rule, 3 rows
+    # A runtime column: every installed runtime on every file it can run, the fastest marked, one recommended.
+    runtimes = {f["file"]: [r["runtime"] for r in f["runtimes"]] for f in result["formats"]}
+    onnx_runtimes = ["onnx", "openvino"] if importlib.util.find_spec("openvino") else ["onnx"]
+    assert runtimes == {"saved_model/": ["savedmodel"], "ssd_mnv2_fp32.tflite": ["tflite"],
+                        "ssd_mnv2_raw.onnx": onnx_runtimes}
+    onnx_entry = result["formats"][2]
+    assert onnx_entry["runtime"] == min(onnx_entry["runtimes"], key=lambda r: r["latency_ms"]["median"])["runtime"]
+    timed = [(r["latency_ms"]["median"], f["file"], r["runtime"]) for f in result["formats"][1:] for r in f["runtimes"]]
+    best = min(timed)
+    assert result["recommended"] == {"file": best[1], "runtime": best[2], "latency_ms_median": best[0]}
+    assert f"recommended on this machine: {best[1]} in {best[2]}" in stdout
+    markdown = (out / "bench.md").read_text()
+    table_lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(table_lines) == 2 + 3 + len(onnx_runtimes) - 1 and "| runtime |" in table_lines[0]  # header, rule, rows
+    assert sum("(recommended)" in line for line in table_lines) == 1
+    if len(onnx_runtimes) > 1:
+        assert sum("(fastest)" in line or "(recommended)" in line for line in table_lines if "raw.onnx" in line) == 1
     assert (out / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -45,6 +45,40 @@ def test_detect_bad_model_is_exit_2(tmp_path, capsys):
     assert "x.tflite: not a model this TFLite interpreter can run" in capsys.readouterr().err
 
 
+def test_detect_folder_batches_a_dynamic_batch_model_and_reports_images_per_second(tmp_path, capsys, caplog):
+    """The fixture ONNX has a dynamic batch: a folder goes through in batches,
+    every image gets its record (an unreadable one in the middle of a batch
+    included), the log says how fast, and ``auto`` said what it picked."""
+    import logging
+    import shutil
+    from pathlib import Path
+
+    pytest.importorskip("onnxruntime")
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    images = tmp_path / "images"
+    images.mkdir()
+    names = [f"{i:02d}_{photo}" for i in range(5) for photo in ("astronaut.png", "chelsea.png")]
+    for name in names:
+        shutil.copy(fixtures / "images" / name[3:], images / name)
+    (images / "03_broken.png").write_bytes(b"nope")
+    with caplog.at_level(logging.INFO, logger="ssdkit"):
+        code = main(["detect", str(fixtures / "models" / "ssdlite_mnv3_small_raw.onnx"), str(images), "--json",
+                     "--threshold", "0.3"])
+    stdout, _ = capsys.readouterr()
+    assert code == 1
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [Path(r["image"]).name for r in records] == sorted(names)
+    single = main(["detect", str(fixtures / "models" / "ssdlite_mnv3_small_raw.onnx"),
+                   str(images / "00_astronaut.png"), "--json", "--threshold", "0.3", "--backend", "onnx"])
+    alone = json.loads(capsys.readouterr()[0])
+    assert single == 0 and len(alone["detections"]) == len(records[0]["detections"])
+    for a, b in zip(alone["detections"], records[0]["detections"]):
+        assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("images/s with" in m and "in batches of 8" in m for m in messages), messages
+    assert any(m.startswith("backend auto: ") for m in messages)
+
+
 def _photos(folder, names=("a.jpg", "b.png"), seed=0):
     from PIL import Image
 

@@ -12,6 +12,9 @@ QUANT ?= int8
 PYTEST_ARGS ?=
 
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
+# The int8 quantization report's data: COCO JSON, VOC folder or image folder (see README.md).
+EVAL_DATA ?=
+EVAL_DATA_ARG = $(if $(EVAL_DATA),--eval-data $(EVAL_DATA),)
 
 DATA ?=
 STEPS ?= 20000
@@ -23,7 +26,7 @@ help:
 	@echo "make test                    run the test suite"
 	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
-	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8)"
+	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), EVAL_DATA (the int8 report's data)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +43,7 @@ savedmodel: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG)
 
 tflite: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(EVAL_DATA_ARG)
 
 onnx: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG)

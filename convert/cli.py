@@ -75,6 +75,12 @@ def register(subparsers) -> None:
                         help="int8 for the Edge TPU: compatibility report, and edgetpu_compiler if installed")
     tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON, a VOC folder (default: synthetic)")
     tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
+    tflite.add_argument("--eval-data", help="int8: the quantization report's data: a COCO JSON or VOC folder (mAP, the "
+                        "model's labels matched to its categories by name), or a folder of images (agreement of int8 "
+                        "with fp32 only). Default: the synthetic validation split for models trained on the "
+                        "synthetic shapes, else images held out from --calib-data")
+    tflite.add_argument("--class-map", help="with --eval-data: MODEL_LABEL=DATASET_LABEL pairs separated by commas "
+                                            "(or a .json file of them) for labels whose names differ")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
     tflite.add_argument("--max-map-drop", type=float, default=1.0, help="int8: mAP@0.5 points the report accepts (default 1)")
     tflite.add_argument("--keep-float", type=_keep_float, default="none",
@@ -125,7 +131,14 @@ def _export(args) -> int:
     from .export import EXPORTERS, ExportOptions, export
     from .tflite.savedmodel2tflite import TFLiteOptions
     from .zoo import ModelConfig, get_entry, model_spec
+    from ssdkit.evaluation.evaluate import parse_class_map
 
+    class_map = parse_class_map(args.class_map)
+    quant = args.quant or ("fp32" if args.format == "onnx" else "int8")
+    if args.eval_data and (args.format == "savedmodel" or quant != "int8" or args.no_report):
+        raise ValueError(f"--eval-data is the int8 quantization report's data; this export writes no report "
+                         f"(--format {args.format}{'' if args.format == 'savedmodel' else f' --quant {quant}'}"
+                         f"{' --no-report' if args.no_report else ''})")
     if args.labels and args.num_classes:
         raise ValueError("give --labels or --num-classes, not both")
     labels = args.labels or (tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
@@ -155,7 +168,8 @@ def _export(args) -> int:
     options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
                             report=not args.no_report, max_map_drop=args.max_map_drop,
                             keep_float_auto=args.keep_float == "auto", opset=args.opset,
-                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32")
+                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32",
+                            eval_data=args.eval_data, class_map=tuple(class_map.items()))
     out = Path(args.out or f"build/{weights.definition.name if weights else model_name}")
     check_writable_folder(out)
     model = prepare_model(

@@ -15,6 +15,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Literal
 
+from ssdkit.datasets.synth import SYNTHETIC_DATA
 from ssdkit.runtime.spec import (ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing,
                                  build, json_value)
 
@@ -122,6 +123,9 @@ def coco_labels() -> tuple[str, ...]:
 
 # Checkpoints shipped in convert/weights/ (see its README.md: recipe and scores).
 SHIPPED_WEIGHTS = {"ssd_mnv2": "ssd_mnv2_shapes.npz"}
+# What each was trained on (``datasets.synth.SYNTHETIC_DATA``): the file's
+# metadata predates checkpoints recording it, and its bytes stay as shipped.
+SHIPPED_TRAINING_DATA = {"ssd_mnv2_shapes.npz": SYNTHETIC_DATA}
 
 
 def shipped_weights(name: str) -> Traversable | None:

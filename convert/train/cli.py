@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 def _train(args) -> int:
     from ssdkit.datasets.reader import read_dataset
-    from ssdkit.datasets.synth import default_split
+    from ssdkit.datasets.synth import SYNTHETIC_DATA, default_split
 
     from ..checkpoint import prepare_model, read_checkpoint, resolve_model
     from .loop import TrainConfig, train
@@ -51,6 +51,7 @@ def _train(args) -> int:
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup_steps,
         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_images=args.eval_images,
         seed=args.seed, freeze_backbone=args.freeze_backbone, augment=not args.no_augment,
+        data=None if args.data else SYNTHETIC_DATA,
     )
     labels = None if args.weights else train_data.labels
 

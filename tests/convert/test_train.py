@@ -113,7 +113,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     assert all(line.startswith("ssdkit train: ") for line in resumed.stderr.splitlines()), resumed.stderr
     from ssdkit.convert.checkpoint import read_checkpoint
 
-    assert read_checkpoint(out / "ssd_mnv2.npz").meta["train"]["step"] == 40
+    train = read_checkpoint(out / "ssd_mnv2.npz").meta["train"]
+    assert train["step"] == 40
+    assert train["data"] == str(tiny_data / "train" / "annotations.json")  # what it trained on: the report reads it
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):

@@ -15,18 +15,19 @@ WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
 # The int8 quantization report's data: COCO JSON, VOC folder or image folder (see README.md).
 EVAL_DATA ?=
 EVAL_DATA_ARG = $(if $(EVAL_DATA),--eval-data $(EVAL_DATA),)
+FORCE_ARG = $(if $(FORCE),--force,)
 
 DATA ?=
 STEPS ?= 20000
 
-.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights bench
+.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights bench zoo-costs
 
 help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
 	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
-	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), EVAL_DATA (the int8 report's data)"
+	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT), EVAL_DATA (the int8 report's data)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,13 +41,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 savedmodel: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 tflite: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(EVAL_DATA_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG) $(EVAL_DATA_ARG)
 
 onnx: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 all: savedmodel tflite onnx
 
@@ -66,6 +67,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# The parameter and FLOP counts `ssdkit models` prints (convert/data/zoo_costs.json):
+# builds every zoo network once (~1 min). Run after changing a network.
+zoo-costs: $(STAMP)
+	$(BIN)/python tools/zoo_costs.py
 
 # The camera loop's soak test: 4000 frames from a video file with every
 # output on; resident memory must stay flat. Not part of `make test`.

@@ -131,6 +131,22 @@ def _models(args) -> int:
     return 0
 
 
+def _check_eval_labels(eval_data: str | None, labels, class_map: dict) -> None:
+    """A labelled ``--eval-data`` must match the model's labels: checked
+    before the network is built, as the exporter checks it again."""
+    from ssdkit.datasets.reader import is_voc, read_dataset
+    from ssdkit.evaluation.evaluate import strict_class_mapping
+
+    if eval_data is None:
+        return
+    path = Path(eval_data)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: --eval-data not found")
+    if path.is_dir() and not is_voc(path):
+        return  # plain images: no labels to match
+    strict_class_mapping(labels, read_dataset(path).labels, class_map, path)
+
+
 def _export(args) -> int:
     """Every option is checked (TensorFlow-free modules only) before the
     converter is imported and the network built."""
@@ -183,6 +199,7 @@ def _export(args) -> int:
     check_writable_folder(out)
     if spec is not None:  # the spec is known without TensorFlow: refuse a folder of another model before building
         ExportFolder(out, spec, args.force).check()
+        _check_eval_labels(args.eval_data, spec.labels, class_map)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .checkpoint import prepare_model

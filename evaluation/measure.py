@@ -131,13 +131,19 @@ def measure_latency_in_subprocess(paths: Sequence[str | Path], threads: int = LA
     only, as ``ssdkit bench`` and ``make bench`` measure: the calling
     process (the exporter) holds TensorFlow, whose idle thread pools and
     memory distort timings taken beside them."""
-    argv = [sys.executable, "-m", "ssdkit.evaluation.measure", "--latency", *map(str, paths),
+    import tempfile
+
+    absolute = [str(Path(path).resolve()) for path in paths]
+    argv = [sys.executable, "-m", "ssdkit.evaluation.measure", "--latency", *absolute,
             "--threads", str(threads), "--rounds", str(rounds), "--runs", str(runs)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(argv, capture_output=True, text=True, env=env)
+    # Run from a neutral folder: ``-m`` puts the working directory first on
+    # sys.path, and a checkout's ssdkit/ folder there would shadow the install.
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     if result.returncode != 0:
         raise RuntimeError(f"measuring latency failed: {result.stderr.strip()[-1000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return {str(path): measured[full] for path, full in zip(paths, absolute)}
 
 
 def int8_capability() -> str:

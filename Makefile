@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# ByteTrack for `ssdkit camera --track`, without its opencv-python requirement (see pyproject.toml's track extra).
+TRACKERS := trackers>=2.6,<3
 
 MODEL ?= ssd_mnv2
 WEIGHTS ?=
@@ -33,6 +35,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(TRACKERS)'
+	@# A venv made before this rule: drop the opencv-python trackers pulled in and restore the headless cv2/ it overwrote.
+	if $(BIN)/python -m pip show opencv-python >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall --quiet -y opencv-python && \
+		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps 'opencv-python-headless>=4.8'; fi
 	touch $@
 
 venv: $(STAMP)
@@ -73,11 +80,13 @@ clean:
 zoo-costs: $(STAMP)
 	$(BIN)/python tools/zoo_costs.py
 
-# The camera loop's soak test: 4000 frames from a video file with every
-# output on; resident memory must stay flat. Not part of `make test`.
+# The camera loop's soak tests: 4000 frames from a video file with every
+# output on (then again with tracking, zones, MQTT to a local broker and
+# snapshots); resident memory must stay flat. Not part of `make test`.
 .PHONY: soak
 soak: $(STAMP)
-	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat $(PYTEST_ARGS)
+	SSDKIT_SOAK=1 $(BIN)/python -m pytest -rP tests/runtime/test_camera.py::test_soak_memory_stays_flat \
+		tests/runtime/test_camera_events.py::test_soak_with_every_event_output_memory_stays_flat $(PYTEST_ARGS)
 
 # The device runtime on a Debian bookworm arm64 root under qemu-user (cached in
 # ~/.cache/ssdkit): detect with an int8 MODEL (WEIGHTS if given) and the runtime's
@@ -85,3 +94,16 @@ soak: $(STAMP)
 .PHONY: pi-check
 pi-check: $(STAMP)
 	$(BIN)/python tools/pi_check.py --model $(MODEL) $(WEIGHTS_ARG)
+
+# Import a TF OD API SSD model (folder, .tar.gz, frozen graph, checkpoint or zoo name)
+# with a parity check against it: make import SRC=ssd_mobilenet_v2_coco_2018_03_29 [OUT=build/import/NAME]
+SRC ?=
+.PHONY: import import-check
+import: $(STAMP)
+	@test -n "$(SRC)" || (echo "make import SRC=PATH_OR_ZOO_NAME [OUT=DIR]"; exit 2)
+	$(BIN)/ssdkit import $(SRC) $(if $(filter build/$(MODEL)/,$(OUT)),,--out $(OUT))
+
+# The import round trip of every importable architecture at full size (300x300 /
+# 320x320, width 1.0, random weights): source build, import time, parity. Not part of `make test`.
+import-check: $(STAMP)
+	$(BIN)/python tools/import_check.py

@@ -61,6 +61,9 @@ def main() -> None:
                                                           str(FP32)],
         "Import and load: ssdkit.runtime vs TensorFlow": [python, str(HERE / "import_memory.py"), str(INT8)],
         "Camera loop vs 1 / inference latency": [python, str(HERE / "camera_loop.py"), "--model", str(INT8)],
+        "Tracking and zones: cost per frame": [python, str(HERE / "tracking_cost.py")],
+        "Camera loop with tracking, zones, MQTT and snapshots; broker outage": [
+            python, str(HERE / "camera_events.py"), "--model", str(INT8)],
     }
     sections = []
     for title, argv in runs.items():

@@ -23,6 +23,7 @@ training alike.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,15 +80,29 @@ def save_checkpoint(model: SSDModel, path: str | Path, dtype: str = "float32", e
                             dtype, extra)
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or for a folder (an ``ssdkit import`` output) the one
+    ``.npz`` checkpoint in it."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.npz"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{path}: expected one .npz checkpoint in the folder, found {len(found)}")
+        return found[0]
+    return path
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Reads a version 1 or 2 checkpoint.
 
+    ``path`` may be an ``ssdkit import`` output folder (its one ``.npz``).
+
     Raises:
-      FileNotFoundError: no such file.
+      FileNotFoundError: no such file, or a folder without exactly one ``.npz``.
       ValueError: not an ssdkit checkpoint, another format version, or
         metadata of the wrong shape (the message names the field).
     """
-    path = Path(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
@@ -133,10 +148,22 @@ def training_data(checkpoint: Checkpoint) -> str | None:
     return None
 
 
-def apply_weights(model: SSDModel, weights: dict[str, np.ndarray], source: str | Path) -> None:
+def is_class_head(name: str) -> bool:
+    """A weight of the class-prediction layers (re-initialised when the classes change)."""
+    return "ClassPredictor" in name
+
+
+def apply_weights(model: SSDModel, weights: dict[str, np.ndarray], source: str | Path,
+                  skip_class_head: bool = False) -> None:
     """Assigns stored weights to the model by variable name; every variable
-    must be present with its exact shape."""
+    must be present with its exact shape (``skip_class_head``: except the
+    class head's that the number of classes shapes, which keep their initialisation)."""
     variables = {w.name: w for w in model.keras_model.weights}
+    if skip_class_head:
+        resized = {n for n, w in variables.items()
+                   if is_class_head(n) and n in weights and tuple(w.shape) != weights[n].shape}
+        variables = {n: w for n, w in variables.items() if n not in resized}
+        weights = {n: w for n, w in weights.items() if n not in resized}
     missing = sorted(set(variables) - set(weights))
     unexpected = sorted(set(weights) - set(variables))
     wrong = sorted(n for n in set(variables) & set(weights) if tuple(variables[n].shape) != weights[n].shape)
@@ -179,11 +206,14 @@ def prepare_model(
     labels: tuple[str, ...] | None = None,
     backbone_weights: str = "auto",
     seed: int = 0,
+    new_classes: bool = False,
 ) -> SSDModel:
     """Builds the network with its weights: a checkpoint's (its definition
     decides the network; ``model_name`` and the options, when given, must
     agree with it), else the zoo model ``model_name`` with ImageNet backbone
-    weights when available and a random head, with an ``UntrainedWarning``."""
+    weights when available and a random head, with an ``UntrainedWarning``.
+    ``new_classes``: ``labels`` replace the checkpoint's and only the class
+    head starts afresh (fine-tuning an imported or trained model to other classes)."""
     import tf_keras as keras
 
     from .models.ssd import build_model, load_backbone_weights, warn_untrained
@@ -200,11 +230,14 @@ def prepare_model(
     definition, source = checkpoint.definition, checkpoint.path
     if model_name is not None and model_name != definition.name:
         raise ValueError(f"{source}: checkpoint is for {definition.name}, not {model_name}")
+    reinit = new_classes and labels is not None and tuple(labels) != definition.spec.labels
+    if reinit:
+        definition = dataclasses.replace(definition, spec=dataclasses.replace(definition.spec, labels=tuple(labels)))
     held = {"width": definition.width, "input_size": definition.spec.input_size, "labels": definition.spec.labels}
     for field, value in asked.items():
         if value is not None and value != held[field]:
             raise ValueError(f"{source}: checkpoint has {field}={held[field]!r}, which conflicts with {value!r}")
     model = build_model(definition)
-    apply_weights(model, checkpoint.weights, source)
+    apply_weights(model, checkpoint.weights, source, skip_class_head=reinit)
     model.trained_on = training_data(checkpoint)
     return model

@@ -8,23 +8,13 @@ from pathlib import Path
 from ssdkit.runtime import limits
 from ssdkit.runtime.limits import arg, span
 
-from .zoo import DEFAULT_MODEL
+from .zoo import DEFAULT_MODEL, labels_arg
 
 
 from .onnx.options import DEFAULT_OPSET
 
 
-def _labels(path: str) -> tuple[str, ...]:
-    try:
-        lines = Path(path).read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise argparse.ArgumentTypeError(f"{path}: cannot read labels file ({getattr(exc, 'strerror', None) or exc})") from None
-    labels = tuple(line.strip() for line in lines if line.strip())
-    if not labels:
-        raise argparse.ArgumentTypeError(f"{path}: labels file has no labels")
-    if len(labels) > limits.MAX_CLASSES:
-        raise argparse.ArgumentTypeError(f"{path}: {limits.LIMITS['num_classes'].error(len(labels))}")
-    return labels
+_labels = labels_arg  # the argparse type of every --labels (convert/odapi/cli.py imports it from here)
 
 
 def _keep_float(text: str) -> str | tuple[str, ...]:
@@ -53,7 +43,7 @@ def register(subparsers) -> None:
                         help="replace files of another model (or not written by ssdkit) in --out; without it "
                              "the export refuses to start and names them")
     export.add_argument("--weights", default="auto",
-                        help="ssdkit checkpoint (.npz) to export (it knows its model: no --model needed), none "
+                        help="ssdkit checkpoint (.npz, or an `ssdkit import` folder) to export (it knows its model: no --model needed), none "
                              "(untrained), or auto (default): the shipped demo weights where the zoo has them "
                              "(ssd_mnv2) and the network is not customised")
     export.add_argument("--backbone-weights", default="auto",

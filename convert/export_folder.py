@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,8 @@ from ssdkit.fileio import atomic_path
 from ssdkit.runtime import model_files
 from ssdkit.runtime.spec import ModelSpec
 
-SAVEDMODEL_DIR = "saved_model"
+log = logging.getLogger(__name__)
+
 # Written from the model files: the quantization reports, the Edge TPU report
 # and compiler log, `ssdkit bench`'s results (MODEL_DIR is its default --out).
 REPORT_PATTERNS = ("report.json", "report.md", "onnx_report.json", "onnx_report.md", "*_edgetpu_report.md",
@@ -83,7 +84,7 @@ class ExportFolder:
         for path in sorted(self.folder.iterdir()):
             if path.name.startswith("."):
                 continue  # temporary files of an interrupted write
-            if path.name == SAVEDMODEL_DIR or (path.is_file() and path.suffix.lower() in MODEL_SUFFIXES):
+            if path.name == model_files.SAVEDMODEL_FOLDER or (path.is_file() and path.suffix.lower() in MODEL_SUFFIXES):
                 self._judge_model(path)
             elif path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in REPORT_PATTERNS):
                 self._reports.append(path)
@@ -97,13 +98,13 @@ class ExportFolder:
     def _judge_model(self, path: Path) -> None:
         spec = _embedded_spec(path)
         if spec is None:
-            if path.name == SAVEDMODEL_DIR or path.name.startswith(f"{self.spec.name}_"):
+            if path.name == model_files.SAVEDMODEL_FOLDER or path.name.startswith(f"{self.spec.name}_"):
                 self.blockers.append(Blocker(path, FOREIGN))  # this export may write that name
             return
         difference = spec_difference(spec, self.spec)
         if difference:
             self.blockers.append(Blocker(path, difference))
-        elif path.name == SAVEDMODEL_DIR:
+        elif path.name == model_files.SAVEDMODEL_FOLDER:
             self._old_saved_model = path
         else:
             self._ours.append(path)
@@ -118,7 +119,7 @@ class ExportFolder:
         """Writes the SavedModel with ``write(target)`` beside the folder's
         current one, compares their weights, and puts it in place (or raises,
         leaving the folder as it was). Returns ``folder/saved_model``."""
-        target = self.folder / SAVEDMODEL_DIR
+        target = self.folder / model_files.SAVEDMODEL_FOLDER
         with atomic_path(target, directory=True) as staged:
             write(staged)
             old = self._old_saved_model
@@ -134,7 +135,7 @@ class ExportFolder:
         return target
 
     def _remove_blockers(self) -> None:
-        target = self.folder / SAVEDMODEL_DIR
+        target = self.folder / model_files.SAVEDMODEL_FOLDER
         for blocker in self.blockers:
             if blocker.path == target or not blocker.path.exists():
                 continue
@@ -197,5 +198,5 @@ def _remove(path: Path) -> None:
 
 
 def _report(message: str) -> None:
-    print(f"ssdkit export: {message}", file=sys.stderr)
+    log.warning(message)
 

@@ -8,19 +8,21 @@ pipeline configs (``ssd_mobilenet_v1_coco``, ``ssd_mobilenet_v2_coco``,
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Literal
 
 from ssdkit.datasets.synth import SYNTHETIC_DATA
 from ssdkit.runtime import limits
 from ssdkit.runtime.limits import MAX_INPUT_SIDE, MIN_INPUT_SIDE
-from ssdkit.runtime.spec import (ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing,
-                                 build, json_value)
+from ssdkit.runtime.spec import (BoxCoder, ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing,
+                                 Preprocessing, build, json_value)
 
 Backbone = Literal["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 
@@ -35,6 +37,21 @@ class Architecture:
     the OD API box predictor: ``"conv"`` (one conv per map), ``"separable"``
     (SSDLite: depthwise 3x3 + pointwise) or ``"weight_shared"`` (the FPN
     models' separable tower shared across levels).
+
+    ``variant`` ``"odapi"`` builds the network exactly as the TF Object
+    Detection API does (``convert/models/odapi.py``): slim's depth rules
+    (``min_depth``, ``_make_divisible``), MobileNetV3's detection channel
+    counts, FPN smoothing as one separable conv with one batch norm, and
+    layers named after the OD API's TF1 variable scopes, so imported weights
+    map by name. ``fpn_top_down`` says which map feeds the next finer FPN
+    level: the smoothed one (the OD API's Keras/TF2 FPN) or the bare sum of
+    projection and upsampled map (its slim/TF1 FPN). ``tower_depth`` is the
+    weight-shared tower's depth (None: the feature maps'); ``tower_shared``:
+    one tower for box and class outputs (``share_prediction_tower``) or one
+    each; ``tower_separable``/``fpn_separable``: separable convs in the tower
+    and FPN (FPN-lite) or regular ones (the TF1 ssd_mobilenet_v1_fpn).
+    ``last_conv_depth``: MobileNetV2's last 1x1 conv before the depth
+    multiplier (None: 256 for FPN-lite, 1280 otherwise).
     """
 
     backbone: Backbone
@@ -52,6 +69,13 @@ class Architecture:
     classification_loss: Literal["sigmoid_hard_negatives", "sigmoid_focal"] = "sigmoid_hard_negatives"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    variant: Literal["keras", "odapi"] = "keras"
+    fpn_top_down: Literal["smoothed", "projection"] = "smoothed"
+    fpn_separable: bool = True
+    tower_depth: int | None = None
+    tower_separable: bool = True
+    tower_shared: bool = True
+    last_conv_depth: int | None = None
 
     @property
     def size_multiple(self) -> int:
@@ -113,6 +137,55 @@ ZOO: dict[str, ZooEntry] = {
             ),
             320, MultiscaleGridAnchors(),
         ),
+        # OD API-exact networks: what `ssdkit import` builds from a TF OD API model
+        # (see convert/odapi/); layer names are the OD API's TF1 variable scopes.
+        ZooEntry(
+            "ssd_mnv1_odapi", "SSD MobileNetV1 as the TF OD API builds it (slim depth rules)",
+            Architecture("mobilenet_v1", "ssd", "conv", variant="odapi"), 300, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssd_mnv2_odapi", "SSD MobileNetV2 as the TF OD API builds it (slim depth rules)",
+            Architecture("mobilenet_v2", "ssd", "conv", variant="odapi"), 300, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssdlite_mnv2_odapi", "SSDLite MobileNetV2 as the TF OD API builds it",
+            Architecture("mobilenet_v2", "ssd", "separable", separable_extra_layers=True, head_kernel_size=3,
+                         variant="odapi"),
+            300, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssd_mnv2_fpnlite_odapi", "SSD MobileNetV2 FPN-lite as the TF2 OD API builds it",
+            Architecture(
+                "mobilenet_v2", "fpn", "weight_shared", separable_extra_layers=True, head_kernel_size=3,
+                class_bias_init=-4.6, classification_loss="sigmoid_focal", variant="odapi",
+            ),
+            320, MultiscaleGridAnchors(),
+        ),
+        ZooEntry(
+            "ssdlite_mnv3_small_odapi", "SSDLite MobileNetV3-Small as the TF1 OD API builds it (detection variant)",
+            Architecture(
+                "mobilenet_v3_small", "ssd", "separable", separable_extra_layers=True, head_kernel_size=3,
+                classification_loss="sigmoid_focal", focal_alpha=0.75, variant="odapi",
+            ),
+            320, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssdlite_mnv3_large_odapi", "SSDLite MobileNetV3-Large as the TF1 OD API builds it (detection variant)",
+            Architecture(
+                "mobilenet_v3_large", "ssd", "separable", separable_extra_layers=True, head_kernel_size=3,
+                classification_loss="sigmoid_focal", focal_alpha=0.75, variant="odapi",
+            ),
+            320, _SSD_ANCHORS,
+        ),
+        ZooEntry(
+            "ssd_mnv1_fpn_odapi", "SSD MobileNetV1 FPN (RetinaNet-style) as the TF1 OD API builds it",
+            Architecture(
+                "mobilenet_v1", "fpn", "weight_shared", head_kernel_size=3, fpn_depth=256, class_bias_init=-4.6,
+                classification_loss="sigmoid_focal", variant="odapi", fpn_top_down="projection",
+                fpn_separable=False, tower_separable=False, tower_shared=False,
+            ),
+            640, MultiscaleGridAnchors(),
+        ),
     )
 }
 
@@ -121,6 +194,22 @@ def coco_labels() -> tuple[str, ...]:
     """The 90 COCO category slots (ids 1-90; unused ids are named "???")."""
     text = resources.files("ssdkit.convert").joinpath("data/coco_labels.txt").read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def labels_arg(path: str) -> tuple[str, ...]:
+    """The class names in a labels file (one per line, blank lines skipped),
+    as an argparse ``type``: a file that cannot be read, is empty or has more
+    than ``MAX_CLASSES`` names is an argument error naming the file."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"{path}: cannot read labels file ({getattr(exc, 'strerror', None) or exc})") from None
+    labels = tuple(line.strip() for line in lines if line.strip())
+    if not labels:
+        raise argparse.ArgumentTypeError(f"{path}: labels file has no labels")
+    if len(labels) > limits.MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"{path}: {limits.LIMITS['num_classes'].error(len(labels))}")
+    return labels
 
 
 def zoo_costs() -> dict[str, dict[str, int]]:
@@ -229,7 +318,7 @@ class ModelConfig:
 
     def definition(self) -> ModelDefinition:
         """The zoo entry's architecture at this width, with its validated spec."""
-        return ModelDefinition(get_entry(self.model).architecture, self.width, model_spec(self))
+        return define(self.model, width=self.width, input_size=self.input_size, labels=self.labels)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -241,26 +330,64 @@ class ModelConfig:
         )
 
 
-def model_spec(config: ModelConfig) -> ModelSpec:
-    """The spec of a zoo model with the given options, validated."""
-    entry = get_entry(config.model)
+def define(
+    model: str,
+    *,
+    width: float = 1.0,
+    input_size: tuple[int, int] | None = None,
+    labels: tuple[str, ...] | None = None,
+    architecture: dict | None = None,
+    anchors: MultipleGridAnchors | MultiscaleGridAnchors | None = None,
+    box_coder: BoxCoder | None = None,
+    postprocessing: PostProcessing | None = None,
+) -> ModelDefinition:
+    """The definition of zoo entry ``model`` with these options, validated.
+
+    ``architecture`` (Architecture field -> value), ``anchors``, ``box_coder``
+    and ``postprocessing`` replace the entry's: an imported model keeps its
+    source's settings (``convert/odapi``: extra-layer depths, FPN levels,
+    tower layout, anchor scales, NMS thresholds). The checkpoint then records
+    the result, so nothing has to re-derive them.
+
+    Raises:
+      ValueError: an unknown model, input size, width, architecture field, or
+        an anchor generator whose layer count differs from the feature maps'.
+    """
+    entry = get_entry(model)
     arch = entry.architecture
-    height, width = config.input_size or (entry.input_size, entry.input_size)
+    if architecture:
+        unknown = sorted(set(architecture) - {f.name for f in dataclasses.fields(Architecture)})
+        if unknown:
+            raise ValueError(f"{entry.name}: no architecture fields {unknown}")
+        arch = dataclasses.replace(arch, **architecture)
+    height, side_w = input_size or (entry.input_size, entry.input_size)
     multiple = arch.size_multiple
-    for side in (height, width):
+    for side in (height, side_w):
         if not MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE or side % multiple:
             hint = (f"a multiple of {multiple} " if multiple > 1 else "") + f"from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}"
-            raise ValueError(f"input size {height}x{width} is not supported by {entry.name}: each side must be {hint}")
-    limits.check(width=config.width)
-    labels = config.labels if config.labels is not None else coco_labels()
+            raise ValueError(f"input size {height}x{side_w} is not supported by {entry.name}: each side must be {hint}")
+    limits.check(width=width)
+    anchors = anchors or entry.anchors
+    shapes = feature_map_shapes(arch, height, side_w)
+    if len(anchors.per_location()) != len(shapes):
+        raise ValueError(f"{entry.name}: the anchor generator has {len(anchors.per_location())} layers, "
+                         f"the network {len(shapes)} feature maps")
+    labels = labels if labels is not None else coco_labels()
     if not labels:
         raise ValueError("a model needs at least one class label")
     limits.check(num_classes=len(labels))
-    return ModelSpec(
+    spec = ModelSpec(
         name=entry.name,
-        preprocessing=Preprocessing(input_height=height, input_width=width),
-        anchors=entry.anchors,
-        feature_map_shapes=feature_map_shapes(arch, height, width),
+        preprocessing=Preprocessing(input_height=height, input_width=side_w),
+        anchors=anchors,
+        feature_map_shapes=shapes,
         labels=tuple(labels),
-        postprocessing=PostProcessing(),
+        box_coder=box_coder or BoxCoder(),
+        postprocessing=postprocessing or PostProcessing(),
     )
+    return ModelDefinition(arch, float(width), spec)
+
+
+def model_spec(config: ModelConfig) -> ModelSpec:
+    """The spec of a zoo model with the given options, validated."""
+    return config.definition().spec

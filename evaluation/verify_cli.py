@@ -31,6 +31,10 @@ def register(subparsers) -> None:
                               f"twin must find, {span('agreement')} (default {DEFAULT_MIN_AGREEMENT})")
     command.add_argument("--threshold", type=arg("score_threshold"), default=DEFAULT_THRESHOLD,
                          help=f"minimum detection score for mAP, {span('score_threshold')} (default {DEFAULT_THRESHOLD})")
+    command.add_argument("--against", metavar="SOURCE",
+                         help="compare with the TF OD API model the export was imported from (as `ssdkit import` "
+                              "takes it) instead of the SavedModel: the import's parity table, per file")
+    command.add_argument("--photos", help="with --against: folder of photos (default: scikit-image's samples)")
     command.set_defaults(handler=_verify)
 
 
@@ -41,6 +45,8 @@ def _verify(args) -> int:
     from .verify import AGREEMENT_MIN_SCORE, PARITY_HEADER, failed, find_artifacts, parity_cells, verify
 
     artifacts = find_artifacts(args.model_dir)
+    if args.against:
+        return _against(args, artifacts)
     if not any(artifact.kind == "savedmodel" for artifact in artifacts):
         raise FileNotFoundError(f"{args.model_dir}: no saved_model/ to compare the other formats with")
     dataset = load_dataset(args.data)
@@ -53,3 +59,24 @@ def _verify(args) -> int:
         if row.problem:
             log.warning(f"{row.file}: {row.problem}")
     return 1 if failed(rows) else 0
+
+
+def _against(args, artifacts) -> int:
+    """``--against SOURCE``: every raw-output file against the OD API source."""
+    from ssdkit.convert.odapi.importer import source_runner
+    from ssdkit.convert.odapi.parity import DEFAULT_TOLERANCE, export_spec, export_table, load_photos, verify_exports
+
+    tolerance = args.tolerance if args.tolerance != 0.05 else 10 * DEFAULT_TOLERANCE
+    runner, source = source_runner(args.against)
+    with source:
+        if runner is None:
+            raise ValueError(f"{args.against}: no runnable graph (frozen graph, .meta graph or SavedModel) to compare with")
+        try:
+            rows = verify_exports(runner, artifacts, load_photos(args.photos), tolerance, export_spec(args.model_dir))
+        finally:
+            runner.close()
+    print(export_table(rows, f"{runner.kind} of {args.against}", tolerance))
+    for row in rows:
+        if row.problem:
+            log.warning(f"{row.file}: {row.problem}")
+    return 1 if any(row.check == "FAIL" for row in rows) else 0

@@ -17,6 +17,7 @@ import logging
 import os
 from pathlib import Path
 
+from . import class_filter
 from .images import IMAGE_SUFFIXES, image_files
 from .limits import arg, span
 
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
     detect.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
     detect.add_argument("--threshold", type=arg("score_threshold"), default=0.5,
                         help=f"minimum score, {span('score_threshold')} (default 0.5)")
+    class_filter.add_arguments(detect)
     detect.set_defaults(handler=_detect)
 
 
@@ -160,8 +162,10 @@ def _detect(args) -> int:
     if out is not None:
         _check_out(out, paths)
     records, failed = [], 0
+    classes = class_filter.from_args(args)
     with Detector(args.model, device=args.device, spec=args.spec, threads=args.threads,
-                  score_threshold=args.threshold, backend=args.backend) as detector:
+                  score_threshold=args.threshold, backend=args.backend, classes=classes.classes,
+                  exclude_classes=classes.exclude, class_thresholds=dict(classes.thresholds)) as detector:
         for path in paths:
             try:
                 image = _read(path, imaging)

@@ -9,6 +9,7 @@ NMS, or plain hard NMS, as the spec says).
 """
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ import numpy as np
 
 from . import limits, model_files, roles as output_roles
 from .backends import Backend, TensorInfo, backend_for_file, open_backend
+from .class_filter import ClassFilter, lowered
 from .decoder import Decoder, dequantize
 from .detector_spec import DetectorSpec, load_spec, parse_spec, shipped_specs
 from .preprocess import Transform, preprocess
 from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 # Rank of each role's output for one image (without the batch axis).
 _UNBATCHED_RANK = {"box_encodings": 2, "class_predictions": 2, "detection_boxes": 2, "detection_classes": 1,
@@ -129,11 +133,30 @@ class Detector:
         ``edgetpu``, ``onnx`` or ``savedmodel`` (default: from the file name),
         or a callable ``(model_path, threads) -> Backend`` for a format the
         runtime does not open itself.
+      classes: report only these labels (an allow list; None: all).
+      exclude_classes: never report these labels (a deny list).
+      class_thresholds: {label: minimum score} replacing ``score_threshold``
+        for those classes, above or below it.
+
+    Per-class control (the last three) acts before NMS on a raw-output model:
+    a denied class never suppresses an allowed box, and a class threshold
+    below ``score_threshold`` finds boxes the global one would not. On a
+    TFLite model with the postprocess op the detector reads the op's inputs
+    and runs the same NMS itself (``Decoder``, bit-exact with the op), so the
+    same holds. Where NMS runs inside the model and its inputs cannot be
+    read (ONNX with NonMaxSuppression) the classes are filtered after it: a
+    denied class may have suppressed an allowed one there, and nothing
+    below the model's own score threshold comes back (a warning says so).
 
     Attributes:
       spec: the ``DetectorSpec`` in use; ``spec.labels`` names the class ids.
       roles: which output is which (``roles.OutputRoles``; ``kind`` raw or detections).
       decoder: the ``Decoder`` of a raw-output model, None for one with its own NMS.
+      class_filter: the ``ClassFilter`` (allow/deny lists, per-class thresholds).
+      postprocess: where detections come from: ``decoder`` (raw outputs),
+        ``model`` (the model's own NMS), ``op-inputs`` (the TFLite op's inputs
+        through the ``Decoder``, for per-class control) or ``model+filter``
+        (the model's NMS, classes filtered after it).
       timings: seconds per stage of the last call (``Timings``).
       backend: the loaded model (``backends.Backend``).
 
@@ -143,7 +166,8 @@ class Detector:
       ValueError: the file is not a model the backend can load; the spec is
         missing, invalid (the message names the field) or does not fit the
         model (input size, anchors, classes); the outputs' roles cannot be
-        told; an unknown backend name.
+        told; an unknown backend name; an unknown class name (the message
+        names it and the model's labels), or both an allow and a deny list.
       RuntimeError: the backend's package is not installed (the message says
         what to install), or the Edge TPU delegate does not start.
       ``detect``, ``detect_batch`` and ``run_raw`` raise ValueError for an
@@ -152,8 +176,11 @@ class Detector:
 
     def __init__(self, model_path: str | Path, device: str | Any | None = None,
                  spec: DetectorSpec | ModelSpec | str | Path | None = None, threads: int | None = None,
-                 score_threshold: float = 0.5, backend: str | Callable[[Path, int | None], Backend] | None = None):
+                 score_threshold: float = 0.5, backend: str | Callable[[Path, int | None], Backend] | None = None,
+                 classes: Sequence[str] | None = None, exclude_classes: Sequence[str] | None = None,
+                 class_thresholds: dict[str, float] | None = None):
         limits.check(score_threshold=score_threshold, threads=threads)  # before the model is opened
+        self.class_filter = ClassFilter.build(classes, exclude_classes, class_thresholds)
         self.model_path = Path(model_path)
         profile = _profile(device)
         threads = threads or getattr(profile, "threads", None)
@@ -177,7 +204,13 @@ class Detector:
             self.roles, self._settled = output_roles.find_roles(
                 self.backend.outputs, self.spec.outputs, self.backend.postprocess_op_outputs())
             self._outputs = {info.name: info for info in self.backend.outputs}
+            self.class_filter.check_labels(self.spec.labels, self.model_path.name)
             self.decoder = self._raw_decoder() if self.roles.kind == "raw" else None
+            self.postprocess = "decoder" if self.decoder is not None else "model"
+            self._op_decoder: Decoder | None = None
+            self._op_roles: tuple[TensorInfo, TensorInfo] | None = None
+            if self.class_filter.active and self.decoder is None:
+                self._use_op_inputs()
         except BaseException:
             self.backend.close()
             raise
@@ -191,13 +224,40 @@ class Detector:
     def close(self) -> None:
         self.backend.close()
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Detections in an RGB uint8 HxWx3 image, best first, boxes in its pixels."""
-        return self.detect_batch([image])[0]
+    def detect(self, image: np.ndarray, floor: float | None = None) -> list[Detection]:
+        """Detections in an RGB uint8 HxWx3 image, best first, boxes in its pixels.
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        ``floor``: also the detections of reported classes scoring at least
+        this, below their class's threshold (a tracker's low-score stage
+        takes them; ``reported`` tells them apart)."""
+        return self.detect_batch([image], floor)[0]
+
+    def thresholds(self, floor: float | None = None) -> float | np.ndarray:
+        """The score threshold now: one number, or with per-class control the
+        [classes] vector (``inf``: a class not reported); with ``floor``, each
+        reported class's at most ``floor``."""
+        if not self.class_filter.active:
+            return self.score_threshold if floor is None else min(self.score_threshold, floor)
+        vector = self.class_filter.thresholds_for(self.spec.labels, self.score_threshold)
+        return vector if floor is None else lowered(vector, floor)
+
+    def reported(self, detection: Detection) -> bool:
+        """Whether ``detection`` reaches its class's threshold (what ``detect``
+        without ``floor`` returns), rather than only a ``floor``."""
+        return _reaches(detection, self.thresholds())
+
+    def split_reported(self, detections: Sequence[Detection]) -> tuple[list[Detection], list[Detection]]:
+        """(the ``reported`` detections, the others): ``detect(image, floor)``'s two stages."""
+        thresholds = self.thresholds()
+        reported, low = [], []
+        for detection in detections:
+            (reported if _reaches(detection, thresholds) else low).append(detection)
+        return reported, low
+
+    def detect_batch(self, images: Sequence[np.ndarray], floor: float | None = None) -> list[list[Detection]]:
         """``detect`` on each image; one invocation for all of them when the
         model has a dynamic batch axis (ONNX), else one per image."""
+        limits.check(score_threshold=floor)
         start = time.perf_counter()
         prepared = [self._prepare(image) for image in images]
         pre_time = time.perf_counter() - start
@@ -211,7 +271,8 @@ class Detector:
             begin = time.perf_counter()
             raw = self.backend.run(tensor)
             ran = time.perf_counter()
-            results += [self._detections(raw, i, transform) for i, transform in enumerate(transforms)]
+            thresholds = self.thresholds(floor)
+            results += [self._detections(raw, i, transform, thresholds) for i, transform in enumerate(transforms)]
             inference, post = inference + ran - begin, post + time.perf_counter() - ran
         self.timings = Timings(pre_time, inference, post)
         return results
@@ -270,6 +331,33 @@ class Detector:
             raise ValueError(f"{self.model_path}: {problem}")
         return decoder
 
+    def _use_op_inputs(self) -> None:
+        """Per-class control on a model with its own NMS: decode the TFLite
+        postprocess op's inputs with the spec's ``Decoder`` (the op's NMS, bit
+        for bit, with denied classes out before it) when the backend can read
+        them and the spec describes that op; else filter after the model's NMS."""
+        found = self.backend.postprocess_op_inputs()
+        spec = self.spec
+        reason = None
+        if found is None:
+            reason = "NMS runs inside the model and its inputs cannot be read"
+        elif spec.anchors is None or spec.nms.kind not in ("tflite", "tflite_regular"):
+            reason = "the spec does not describe the model's TFLite postprocess op (anchors and NMS)"
+        else:
+            boxes, scores, anchors = found
+            decoder = Decoder(spec, scores_activated=True)  # the op takes scores, not logits
+            if decoder.shape_problem(boxes.shape, scores.shape) or anchors.shape != decoder.anchors.shape or \
+                    not np.allclose(anchors, decoder.anchors, atol=1e-5):
+                reason = "the postprocess op's anchors or inputs do not match the spec"
+            else:
+                self._op_decoder, self._op_roles, self.postprocess = decoder, (boxes, scores), "op-inputs"
+                return
+        self.postprocess = "model+filter"
+        log.warning(f"{self.model_path.name}: {reason}, so classes are filtered after the model's NMS: an "
+                    "excluded class may still have suppressed an overlapping allowed box or taken one of its "
+                    f"{spec.nms.max_detections} detection slots, and no class threshold recovers what the model "
+                    "dropped. A raw-output export (_nonms.tflite, raw ONNX) gives exact per-class control.")
+
     # -- decoding ------------------------------------------------------------
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, Transform]:
@@ -287,19 +375,31 @@ class Detector:
         value, info = self._item(raw, role, item)
         return dequantize(value, info.scale, info.zero_point)
 
-    def _detections(self, raw: dict[str, np.ndarray], item: int, transform: Transform) -> list[Detection]:
+    def _detections(self, raw: dict[str, np.ndarray], item: int, transform: Transform,
+                    thresholds: float | np.ndarray) -> list[Detection]:
         if not self._settled:
             settled = output_roles.settle(self.roles, raw)
             if settled is not None:
                 self.roles, self._settled = settled, True
         if self.decoder is not None:
             (boxes, box_info), (classes, class_info) = (self._item(raw, role, item) for role in output_roles.RAW_ROLES)
-            found = self.decoder.decode(boxes, classes, self.score_threshold, (box_info.scale, box_info.zero_point),
+            found = self.decoder.decode(boxes, classes, thresholds, (box_info.scale, box_info.zero_point),
                                         (class_info.scale, class_info.zero_point))
+            boxes, classes, scores = found.boxes, found.classes, found.scores
+        elif self._op_decoder is not None:
+            (box_info, score_info) = self._op_roles
+            boxes, scores = (np.asarray(raw[info.name]) for info in (box_info, score_info))
+            boxes, scores = (v[item] if v.ndim > 2 else v for v in (boxes, scores))
+            found = self._op_decoder.decode(boxes, scores, thresholds, (box_info.scale, box_info.zero_point),
+                                            (score_info.scale, score_info.zero_point))
             boxes, classes, scores = found.boxes, found.classes, found.scores
         else:
             boxes, classes, scores = self._read_detections(raw, item)
-            keep = scores >= self.score_threshold
+            if np.ndim(thresholds) == 0:
+                keep = scores >= thresholds
+            else:  # filtered after the model's NMS; a class id beyond the labels is not one that was asked for
+                known = (classes >= 0) & (classes < len(thresholds))
+                keep = known & (scores >= thresholds[np.where(known, classes, 0)])
             boxes, classes, scores = boxes[keep], classes[keep], scores[keep]
         labels = self.spec.labels
         return [
@@ -317,6 +417,12 @@ class Detector:
             count = min(count, int(self._value(raw, "num_detections", item).reshape(-1)[0]))
         ids = np.round(classes[:count]).astype(np.int64) - self.spec.class_offset
         return boxes[:count], ids, scores[:count]
+
+
+def _reaches(detection: Detection, thresholds: float | np.ndarray) -> bool:
+    if np.ndim(thresholds) == 0:
+        return detection.score >= thresholds
+    return 0 <= detection.class_id < len(thresholds) and detection.score >= thresholds[detection.class_id]
 
 
 def _checked(image: np.ndarray) -> np.ndarray:

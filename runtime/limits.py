@@ -145,6 +145,7 @@ LIMITS: dict[str, Limit] = {
     "num_classes": Limit("number of classes", int, 1, MAX_CLASSES),
     "width": Limit("width multiplier", float, 0.1, 2.0),
     "seed": Limit("seed", int, 0, SEED_MAX),
+    "parity_tolerance": Limit("parity tolerance", float, 0.0, 1.0, low_open=True),  # import: relative raw difference
     # export
     "calib_samples": Limit("calibration sample count", int, 1, 10000),
     "max_map_drop": Limit("mAP drop budget", float, -100.0, 100.0),  # negative: int8 must gain that much
@@ -170,6 +171,12 @@ LIMITS: dict[str, Limit] = {
     "stats_every": Limit("statistics interval", float, 0.0, 86400.0),
     "retries": Limit("retry count", int, 0, None),
     "retry_delay": Limit("retry delay", float, 0.001, 3600.0),
+    "track_lost": Limit("track keep time", float, 0.0, 3600.0),
+    "track_low": Limit("low-score tracking threshold", float, 0.0, 1.0),
+    "snapshot_clip": Limit("snapshot clip length", float, 0.0, 600.0),
+    "summary_rate": Limit("summary rate", float, 0.0, 100.0),
+    "message_queue": Limit("message queue size", int, 1, 1_000_000),
+    "qos": Limit("MQTT QoS", int, 0, 2),
 }
 
 

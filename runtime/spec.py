@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,9 @@ def build(cls, values: Any, where: str = ""):
     return cls(**given)
 
 
+_UNIONS = (Union, types.UnionType)  # Optional[int] and int | None
+
+
 def json_value(hint, value: Any, path: str):
     """``value`` as type ``hint`` (lists become tuples), or a ValueError naming ``path``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -215,7 +219,7 @@ def json_value(hint, value: Any, path: str):
         return value
     if dataclasses.is_dataclass(hint):
         return build(hint, value, path)
-    if origin is Union:
+    if origin in _UNIONS:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
@@ -269,7 +273,7 @@ def _described(hint) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
         return "one of " + ", ".join(json.dumps(a) for a in args)
-    if origin is Union:
+    if origin in _UNIONS:
         return " or ".join("null" if a is type(None) else _described(a) for a in args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:

@@ -26,6 +26,7 @@ from . import log
 # Modules that contribute subcommands, in the order `ssdkit --help` lists them.
 _COMMAND_MODULES = (
     "ssdkit.convert.cli",
+    "ssdkit.convert.odapi.cli",
     "ssdkit.datasets.cli",
     "ssdkit.evaluation.eval_cli",
     "ssdkit.evaluation.verify_cli",
@@ -40,9 +41,13 @@ EXIT_USER_ERROR = 2
 # Which extra installs a missing optional module (pip install 'ssdkit[EXTRA]').
 _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
-    "official": "convert", "flatbuffers": "convert", "PIL": "eval", "pycocotools": "eval",
+    "official": "convert", "flatbuffers": "convert", "skimage": "convert", "PIL": "eval", "pycocotools": "eval",
     "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
+    "trackers": "track", "supervision": "track", "paho": "mqtt",
 }
+# trackers' metadata requires opencv-python, a second OpenCV beside opencv-python-headless: installed
+# without its dependencies, after the extra that brings the ones it uses (README.md, tracking).
+_INSTALL_ALSO = {"trackers": " && pip install --no-deps 'trackers>=2.6,<3'"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -111,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         top = (exc.name or "").split(".")[0]
         if top not in _EXTRA_FOR_MODULE or os.environ.get("SSDKIT_DEBUG"):
             raise
-        log.LOGGER.error(f"{top} is not installed; install it with: pip install 'ssdkit[{_EXTRA_FOR_MODULE[top]}]'")
+        install = f"pip install 'ssdkit[{_EXTRA_FOR_MODULE[top]}]'" + _INSTALL_ALSO.get(top, "")
+        log.LOGGER.error(f"{top} is not installed; install it with: {install}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("ssdkit: interrupted", file=log.STDERR)

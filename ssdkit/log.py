@@ -128,6 +128,18 @@ def progress(items: Iterable[_T], what: str, total: int | None = None, unit: str
     return tqdm(items, desc=what, total=total, unit=unit, file=STDERR, leave=False, dynamic_ncols=True)
 
 
+def bar(what: str, total: int | None, unit: str = "B"):
+    """A progress bar driven by hand (``update(n)``, ``close()``) for work
+    that is not a loop over items, such as a download's bytes (``unit`` "B"
+    scales to kB/MB); None when the command line asked for no bars."""
+    if not _Settings.bars:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit=unit, unit_scale=unit == "B", file=STDERR, leave=False,
+                dynamic_ncols=True)
+
+
 def note(items: Iterable, text: str) -> None:
     """Shows ``text`` after the bar of ``items`` (a ``progress`` result), e.g.
     the training loss; nothing when ``items`` has no bar."""

@@ -27,6 +27,36 @@ def tiny_tflite(tmp_path_factory):
     return tflite
 
 
+@pytest.fixture(scope="session")
+def shapes_tflite(tmp_path_factory):
+    """The shipped ssd_mnv2 demo weights (trained on the synthetic shapes)
+    exported once per session as fp32 TFLite: a detector that really finds
+    the shapes, for tests that need true detections (tracking, zones, events)."""
+    pytest.importorskip("tensorflow")
+    from ssdkit.convert.checkpoint import prepare_model, resolve_weights
+    from ssdkit.convert.export import ExportOptions, export
+    from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions
+
+    model = prepare_model("ssd_mnv2", resolve_weights("ssd_mnv2", "auto", customised=False))
+    out = tmp_path_factory.mktemp("shapes")
+    return export(model, "tflite", out, ExportOptions(tflite=TFLiteOptions(quant="fp32")))[-1]
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker_tool():
+    """tools/mqtt_broker.py (a real MQTT broker, amqtt, on 127.0.0.1) as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("paho.mqtt")
+    pytest.importorskip("amqtt")
+    path = Path(__file__).resolve().parents[1] / "tools" / "mqtt_broker.py"
+    spec = importlib.util.spec_from_file_location("ssdkit_tools_mqtt_broker", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # Runs ``ssdkit.cli.main`` on each argv in one new Python process and reports,
 # for each, the exit code, stderr and which heavy modules were imported by then.
 # TensorFlow itself is never let in: a command that gets that far fails at

@@ -19,7 +19,7 @@ from ssdkit.runtime.limits import LIMITS, InputSizeArg, Limit, LimitArg
 TENSORFLOW = {"tensorflow", "tf_keras", "keras"}
 # Positional arguments that let each command's parser reach its options.
 POSITIONALS = {"detect": ["m.tflite", "images"], "camera": ["m.tflite", "--source", "0"], "eval": ["m.tflite"],
-               "verify": ["d"], "bench": ["d"], "data synth": ["--out", "o"]}
+               "verify": ["d"], "bench": ["d"], "data synth": ["--out", "o"], "import": ["src"]}
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):

@@ -27,7 +27,7 @@ def measure(name: str) -> dict[str, int]:
     from ssdkit.convert.models.ssd import build_model
     from ssdkit.convert.zoo import ModelConfig
 
-    keras_model = build_model(ModelConfig(name)).keras_model
+    keras_model = build_model(ModelConfig(name).definition()).keras_model
     return {"params": int(keras_model.count_params()), "macs": int(count_macs(keras_model))}
 
 

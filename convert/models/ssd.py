@@ -37,19 +37,32 @@ class SSDModel:
 
 def build_model(definition: ModelDefinition) -> SSDModel:
     """The Keras network ``definition`` describes (a zoo model's:
-    ``ModelConfig(...).definition()``). Raises RuntimeError when its feature
-    maps do not come out at the sizes the spec's anchors sit on."""
+    ``ModelConfig(...).definition()``; an imported one's: ``convert/odapi``).
+    Raises RuntimeError when its feature maps do not come out at the sizes
+    the spec's anchors sit on."""
     spec, arch = definition.spec, definition.architecture
     height, width = spec.input_size
     inputs = keras.Input(shape=(height, width, 3), name="normalized_image")
-    endpoints: BackboneEndpoints = build_backbone(arch.backbone, inputs, definition.width)
-    feature_maps = build_feature_maps(arch, endpoints, definition.width)
+    if arch.variant == "odapi":
+        from .odapi import build_odapi_backbone, build_odapi_feature_maps
+
+        endpoints: BackboneEndpoints = build_odapi_backbone(arch, inputs, definition.width)
+        feature_maps = build_odapi_feature_maps(arch, endpoints, definition.width)
+    else:
+        endpoints = build_backbone(arch.backbone, inputs, definition.width)
+        feature_maps = build_feature_maps(arch, endpoints, definition.width)
     built_shapes = tuple(tuple(keras.backend.int_shape(f)[1:3]) for f in feature_maps)
     if built_shapes != spec.feature_map_shapes:
         raise RuntimeError(f"{spec.name}: network feature maps {built_shapes} differ from the spec's {spec.feature_map_shapes}")
-    box_encodings, class_predictions = build_box_predictor(
-        arch, feature_maps, spec.anchors.per_location(), spec.num_classes + 1
-    )
+    if arch.variant == "odapi" and arch.head == "weight_shared":
+        from .odapi import build_odapi_weight_shared_predictor
+
+        box_encodings, class_predictions = build_odapi_weight_shared_predictor(
+            arch, feature_maps, spec.anchors.per_location(), spec.num_classes + 1)
+    else:
+        box_encodings, class_predictions = build_box_predictor(
+            arch, feature_maps, spec.anchors.per_location(), spec.num_classes + 1
+        )
     model = keras.Model(
         inputs, {"box_encodings": box_encodings, "class_predictions": class_predictions}, name=spec.name
     )
@@ -63,6 +76,11 @@ def load_backbone_weights(model: SSDModel, source: str) -> Path | None:
     if source == "none":
         return None
     arch, width = model.definition.architecture, model.definition.width
+    if arch.variant == "odapi":
+        if source != "auto":
+            raise ValueError(f"{model.spec.name} has OD API layer names: Keras ImageNet backbone weights do not "
+                             "load into it (import a TF OD API model with `ssdkit import` instead)")
+        return None
     path = imagenet_weights_file(arch.backbone, width) if source == "auto" else Path(source)
     if path is None:
         return None

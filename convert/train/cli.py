@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ssdkit.runtime.limits import arg, span
 
+from ..zoo import labels_arg
+
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
@@ -23,7 +25,13 @@ def register(subparsers) -> None:
                        help="skip images with broken annotations instead of stopping: one warning names each, "
                             "then one counts them")
     train.add_argument("--out", help="output folder (default build/train/MODEL)")
-    train.add_argument("--weights", help="start from this ssdkit checkpoint (it knows its model: no --model needed)")
+    train.add_argument("--weights", help="start from this ssdkit checkpoint (.npz, or an `ssdkit import` folder; it "
+                                         "knows its model: no --model needed)")
+    train.add_argument("--labels", type=labels_arg, help="with --weights: train these classes (a labels file, one per line) "
+                                                      "instead of the checkpoint's; only the class head starts afresh")
+    train.add_argument("--num-classes", type=arg("num_classes"),
+                       help=f"with --weights: train N classes, {span('num_classes')}, named class_1..class_N instead "
+                            "of the checkpoint's (class head afresh)")
     train.add_argument("--backbone-weights", default="auto", help="ImageNet backbone: auto (Keras cache), none, or .h5")
     train.add_argument("--width", type=arg("width"), help=f"width multiplier, {span('width')} (default 1.0)")
     train.add_argument("--input-size", type=arg("input_side"),
@@ -59,6 +67,13 @@ def _train(args) -> int:
     from ..checkpoint import read_checkpoint, resolve_model
     from ..zoo import ModelConfig, get_entry, model_spec
 
+    if args.labels and args.num_classes:
+        raise ValueError("give --labels or --num-classes, not both")
+    if (args.labels or args.num_classes) and not args.weights:
+        raise ValueError("--labels and --num-classes re-initialise a checkpoint's class head: give --weights too "
+                         "(without it the classes come from the training data)")
+    new_labels = args.labels or (
+        tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
     model_name = resolve_model(args.model, args.weights)
     checkpoint = read_checkpoint(args.weights) if args.weights else None  # a bad file fails before the data is read
     if model_name is not None:
@@ -70,7 +85,9 @@ def _train(args) -> int:
     check_writable_folder(out)
     train_path = Path(args.data) if args.data else default_split("train") / "annotations.json"
     val_path = Path(args.val_data) if args.val_data else (None if args.data else default_split("val") / "annotations.json")
-    train_data = read_dataset(train_path, skip_broken=args.skip_broken)
+    # Fine-tuning a checkpoint: its classes (or the new ones) decide the class ids, matched to the data by name.
+    wanted = new_labels or (checkpoint.definition.spec.labels if checkpoint else None)
+    train_data = read_dataset(train_path, wanted, skip_broken=args.skip_broken)
     val_data = read_dataset(val_path, train_data.labels, args.skip_broken) if val_path else None
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -84,13 +101,13 @@ def _train(args) -> int:
         seed=args.seed, freeze_backbone=args.freeze_backbone, augment=not args.no_augment,
         data=None if args.data else SYNTHETIC_DATA,
     )
-    labels = None if args.weights else train_data.labels
+    labels = new_labels if args.weights else train_data.labels
 
     def build():
         with warnings.catch_warnings():  # "untrained: see `ssdkit train`" says nothing to someone training it
             warnings.simplefilter("ignore", UntrainedWarning)
             return prepare_model(model_name, checkpoint, width=args.width, input_size=size, labels=labels,
-                                 backbone_weights=args.backbone_weights, seed=args.seed)
+                                 backbone_weights=args.backbone_weights, seed=args.seed, new_classes=bool(new_labels))
 
     history = train(build, train_data, val_data, out, config, args.strategy, args.resume)
     print(history["checkpoint"])

@@ -51,5 +51,12 @@ class Backend(ABC):
         the op's order (boxes, classes, scores, count), or None without one."""
         return None
 
+    def postprocess_op_inputs(self) -> tuple[TensorInfo, TensorInfo, np.ndarray] | None:
+        """The box encodings and class scores an embedded postprocess op takes,
+        and its anchors [A, 4] (ycenter, xcenter, h, w): after this call ``run``
+        returns the two tensors too, under their names. None where the backend
+        cannot reach them (the default)."""
+        return None
+
     def close(self) -> None:
         """Releases the interpreter or session (the backend is unusable after)."""

@@ -142,5 +142,27 @@ class TFLiteBackend(Backend):
             return None
         return tuple(names[int(i)] for i in ops[0]["outputs"])
 
+    def postprocess_op_inputs(self) -> tuple[TensorInfo, TensorInfo, np.ndarray] | None:
+        # The op is the graph's last, so its inputs are still in the arena
+        # after ``invoke`` (nothing runs after it to reuse their memory) and
+        # ``get_tensor`` reads them without experimental_preserve_all_tensors.
+        ops_details = getattr(self._interpreter, "_get_ops_details", None)
+        if ops_details is None:
+            return None
+        ops = [op for op in ops_details() if op.get("op_name") == POSTPROCESS_OP]
+        if len(ops) != 1 or len(ops[0]["inputs"]) != 3:
+            return None
+        details = {d["index"]: d for d in self._interpreter.get_tensor_details()}
+        boxes, scores, anchors = (details.get(int(i)) for i in ops[0]["inputs"])
+        if boxes is None or scores is None or anchors is None:
+            return None
+        try:
+            anchor_values = np.array(self._interpreter.get_tensor(anchors["index"]), np.float32)
+        except ValueError:  # not a constant the interpreter can hand out
+            return None
+        for detail in (boxes, scores):
+            self._output_index.setdefault(detail["name"], detail["index"])
+        return _info(boxes), _info(scores), anchor_values
+
     def close(self) -> None:
         self._interpreter = None

@@ -1,5 +1,6 @@
 """Where the loop's results go: an annotated video, JSON Lines, the MJPEG
-preview and an OpenCV window, in any combination (``Outputs``).
+preview and an OpenCV window, in any combination (``Outputs``); with
+tracking on, also events: MQTT (``mqtt.py``) and snapshots (``snapshots.py``).
 
 The video is written under a temporary name beside the target and renamed
 when closed, so the target is always a finished, playable file. The JSON
@@ -12,7 +13,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,9 @@ from ..detector import Detection
 from ..draw import annotate
 from .capture import Frame
 from .mjpeg import MjpegServer
+from .mqtt import MqttPublisher
+from .scene import Scene
+from .snapshots import Snapshots
 
 # Codec per container: both are in every OpenCV build with FFmpeg and play everywhere.
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
@@ -38,6 +42,10 @@ class Result:
     frame: Frame
     detections: list[Detection]
     seconds: dict[str, float]  # capture, preprocess, inference, postprocess
+    track_ids: tuple[int | None, ...] | None = None  # per detection, with tracking on
+    events: tuple[dict, ...] = ()
+    states: dict | None = None  # zone and line counts after this frame (``Scene.states``)
+    low: tuple[Detection, ...] = ()  # below their display threshold, for the tracker only
 
 
 class VideoOutput:
@@ -103,13 +111,17 @@ class JsonlOutput:
 
 
 def record(result: Result, seconds: dict[str, float]) -> dict:
-    """The JSON Lines record of one frame (the same detection fields as ``ssdkit detect``)."""
-    return {
-        "frame": result.frame.index,
-        "timestamp": round(result.frame.timestamp, 4),
-        "detections": [d.to_dict() for d in result.detections],
-        "timings_ms": {stage: round(value * 1000, 2) for stage, value in seconds.items()},
-    }
+    """The JSON Lines record of one frame (the same detection fields as ``ssdkit detect``;
+    with tracking on, each detection's ``track_id`` and the frame's ``events``)."""
+    if result.track_ids is None:
+        detections = [d.to_dict() for d in result.detections]
+    else:
+        detections = [d.to_dict(track_id=t) for d, t in zip(result.detections, result.track_ids)]
+    line = {"frame": result.frame.index, "timestamp": round(result.frame.timestamp, 4), "detections": detections}
+    if result.track_ids is not None:
+        line["events"] = list(result.events)
+    line["timings_ms"] = {stage: round(value * 1000, 2) for stage, value in seconds.items()}
+    return line
 
 
 class WindowOutput:
@@ -138,18 +150,49 @@ class WindowOutput:
 
 
 class Outputs:
-    """Every requested output; frames are annotated (and JPEG-encoded) only when something shows them."""
+    """Every requested output; frames are annotated (and JPEG-encoded) only when something shows them.
+
+    With a ``scene`` (tracking), ``track`` gives each result its track ids and
+    events before the others see it; ``snapshots`` and ``mqtt`` take the events.
+    """
 
     def __init__(self, video: VideoOutput | None = None, jsonl: JsonlOutput | None = None,
-                 server: MjpegServer | None = None, window: WindowOutput | None = None):
+                 server: MjpegServer | None = None, window: WindowOutput | None = None,
+                 scene: Scene | None = None, mqtt: MqttPublisher | None = None, snapshots: Snapshots | None = None):
         self.video, self.jsonl, self.server, self.window = video, jsonl, server, window
+        self.scene, self.mqtt, self.snapshots = scene, mqtt, snapshots
+
+    def track(self, result: Result) -> Result:
+        """Track ids, events (with their snapshot paths) and zone counts for ``result``."""
+        if self.scene is None:
+            return result
+        track_ids, events = self.scene.update(result.frame, result.detections, result.low)
+        result = replace(result, track_ids=track_ids, events=tuple(events), states=self.scene.states())
+        if self.snapshots is not None:
+            frame = result.frame
+            self.snapshots.frame(frame.index, frame.timestamp, frame.fps, frame.image, result)
+            for event in events:
+                event.update(self.snapshots.snapshot())
+        return result
+
+    def draw(self, image: np.ndarray, result: Result) -> np.ndarray:
+        """The BGR frame with boxes and labels and, with tracking on, each box's
+        track id ("#7 person 0.91"), the zones with their counts and the lines
+        with theirs: one look (``runtime/draw.py``) on the video, the preview,
+        the window and the snapshots."""
+        if self.scene is None or result.track_ids is None:
+            return annotate(image, result.detections, channels="bgr")
+        captions = [f"#{t} {d.label} {d.score:.2f}" if t is not None else f"{d.label} {d.score:.2f}"
+                    for d, t in zip(result.detections, result.track_ids)]
+        return annotate(image, result.detections, self.scene.shapes(result.states), captions=captions,
+                        channels="bgr")
 
     def show(self, result: Result) -> None:
         """The annotated frame to the video, the stream (if anyone watches) and the window."""
         streaming = self.server is not None and self.server.clients > 0
         if not (self.video or self.window or streaming):
             return
-        image = annotate(result.frame.image, result.detections, channels="bgr")
+        image = self.draw(result.frame.image, result)
         if self.video:
             self.video.write(image, result.frame.fps)
         if streaming:
@@ -160,14 +203,20 @@ class Outputs:
             self.window.show(image)
 
     def log(self, result: Result, seconds: dict[str, float]) -> None:
-        """The frame's JSON line, with every stage's time."""
+        """The frame's JSON line, with every stage's time; events, counts and the summary to MQTT."""
         if self.jsonl:
             self.jsonl.write(result, seconds)
+        if self.mqtt:
+            for event in result.events:
+                self.mqtt.event(event)
+            if result.states is not None:
+                self.mqtt.states(result.states)
+            self.mqtt.summary(record(result, seconds))
 
     def close(self) -> None:
         """Closes everything, even if one of them fails; the first failure is raised."""
         error = None
-        for output in (self.video, self.jsonl, self.window, self.server):
+        for output in (self.video, self.jsonl, self.window, self.server, self.snapshots, self.mqtt):
             if output is None:
                 continue
             try:

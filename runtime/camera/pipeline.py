@@ -102,18 +102,27 @@ class Pipeline:
             begin = time.perf_counter()
             rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
             converted = time.perf_counter() - begin
-            detections = self.detector.detect(rgb)
+            floor = self.outputs.scene.floor if self.outputs.scene is not None else None
+            detections = self.detector.detect(rgb, floor)
             timings = self.detector.timings
+            low = ()
+            if floor is not None:  # ByteTrack's second stage; only reported detections go further
+                detections, low = self.detector.split_reported(detections)
             self._results.put(Result(frame, detections, {
                 "capture": frame.capture_s, "preprocess": converted + timings.preprocess,
-                "inference": timings.inference, "postprocess": timings.postprocess}))
+                "inference": timings.inference, "postprocess": timings.postprocess}, low=tuple(low)))
             done += 1
 
     def _output(self) -> None:
         while (result := self._results.get()) is not _END:
             begin = time.perf_counter()
+            tracked = {}
+            if self.outputs.scene is not None:  # tracking, zones, events: in this thread, beside detection
+                result = self.outputs.track(result)
+                tracked = {"track": time.perf_counter() - begin}
+                begin = time.perf_counter()
             self.outputs.show(result)
-            seconds = {**result.seconds, "output": time.perf_counter() - begin,
+            seconds = {**result.seconds, **tracked, "output": time.perf_counter() - begin,
                        "latency": time.time() - result.frame.timestamp}
             self.outputs.log(result, seconds)
             self.stats.frame_done(seconds)

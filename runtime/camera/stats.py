@@ -9,15 +9,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 import numpy as np
 
 WINDOW = 1000
 # Stages in the order a frame passes them; ``detect`` is preprocess +
 # inference + postprocess, the work of the detection thread.
-STAGES = ("capture", "preprocess", "inference", "postprocess", "output", "latency")
+# ``track`` (tracking, zones and events) is there only with tracking on.
+STAGES = ("capture", "preprocess", "inference", "postprocess", "track", "output", "latency")
 # The work of each thread: the slowest one bounds the loop's throughput.
-THREAD_STAGES = {"capture": ("capture",), "detect": ("preprocess", "inference", "postprocess"), "output": ("output",)}
+THREAD_STAGES = {"capture": ("capture",), "detect": ("preprocess", "inference", "postprocess"),
+                 "output": ("track", "output")}
 
 
 class LoopStats:
@@ -31,6 +34,7 @@ class LoopStats:
         self.started = time.monotonic()
         self.frames = 0
         self.dropped = 0
+        self.sources: dict[str, Callable[[], dict]] = {}  # more statistics by name (mqtt, snapshots)
 
     def frame_dropped(self) -> None:
         with self._lock:
@@ -55,12 +59,13 @@ class LoopStats:
         stages = {stage: {"p50": round(float(np.percentile(v, 50)) * 1000, 2),
                           "p90": round(float(np.percentile(v, 90)) * 1000, 2)}
                   for stage, v in samples.items() if v.size}
-        busy = {thread: sum(float(np.median(samples[s])) for s in parts)
-                for thread, parts in THREAD_STAGES.items() if all(samples[s].size for s in parts)}
+        busy = {thread: sum(float(np.median(samples[s])) for s in parts if samples[s].size)
+                for thread, parts in THREAD_STAGES.items() if samples[parts[-1]].size}
         return {"frames": frames, "dropped": dropped, "elapsed_s": round(elapsed, 2),
                 "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "fps_recent": round(recent, 2),
                 "stages_ms": stages, "limited_by": max(busy, key=busy.get) if busy else None,
-                "thread_ms": {thread: round(value * 1000, 2) for thread, value in busy.items()}}
+                "thread_ms": {thread: round(value * 1000, 2) for thread, value in busy.items()},
+                **{name: source() for name, source in self.sources.items()}}
 
 
 def format_stats(snapshot: dict) -> str:
@@ -70,6 +75,15 @@ def format_stats(snapshot: dict) -> str:
             f"({snapshot['fps_recent']:.1f} recent), {snapshot['dropped']} dropped")
     if stages:
         line += f"; p50/p90 ms: {stages}"
+    if "mqtt" in snapshot:
+        mqtt = snapshot["mqtt"]
+        line += (f"; mqtt {'connected' if mqtt['connected'] else 'DISCONNECTED'}, {mqtt['published']} published, "
+                 f"{mqtt['queued']} queued, {mqtt['dropped']} dropped, {mqtt['reconnects']} reconnects")
+    if "snapshots" in snapshot:
+        snaps = snapshot["snapshots"]
+        line += f"; snapshots {snaps['written']} written, {snaps['dropped']} dropped, {snaps['removed']} removed"
+        if snaps.get("failed"):
+            line += f", {snaps['failed']} failed ({snaps['error']})"
     limiter = snapshot["limited_by"]
     if limiter:
         ms = snapshot["thread_ms"][limiter]

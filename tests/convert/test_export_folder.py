@@ -66,7 +66,7 @@ def test_another_spec_is_refused_before_anything_is_written(tmp_path):
     assert snapshot(out) == before
 
 
-def test_force_replaces_another_spec_and_says_so(tmp_path, capsys):
+def test_force_replaces_another_spec_and_says_so(tmp_path, caplog):
     out = export_folder(tmp_path)
     (out / "notes.txt").write_text("mine")
     folder = ExportFolder(out, THREE, force=True)
@@ -74,14 +74,14 @@ def test_force_replaces_another_spec_and_says_so(tmp_path, capsys):
     folder.put_saved_model(lambda target: saved_model(target, THREE, b"w3"))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "saved_model"]  # the user's file stays
     assert model_files.read_spec(out / "saved_model") == THREE
-    assert capsys.readouterr().err.splitlines() == [
-        f"ssdkit export: replaced {out / 'saved_model'} (2 classes, not 3)",
-        f"ssdkit export: removed {out / 'ssd_mnv2_fp32.tflite'} (2 classes, not 3)",
-        f"ssdkit export: removed {out / 'ssd_mnv2_int8.tflite'} (2 classes, not 3)",
-        f"ssdkit export: removed {out / 'report.md'} (a report of another model)"]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("ssdkit")] == [
+        ("WARNING", f"replaced {out / 'saved_model'} (2 classes, not 3)"),
+        ("WARNING", f"removed {out / 'ssd_mnv2_fp32.tflite'} (2 classes, not 3)"),
+        ("WARNING", f"removed {out / 'ssd_mnv2_int8.tflite'} (2 classes, not 3)"),
+        ("WARNING", f"removed {out / 'report.md'} (a report of another model)")]
 
 
-def test_other_weights_are_found_from_the_savedmodel_and_refused_without_writing(tmp_path, capsys):
+def test_other_weights_are_found_from_the_savedmodel_and_refused_without_writing(tmp_path, caplog):
     out = export_folder(tmp_path)
     before = snapshot(out)
     folder = ExportFolder(out, TWO)
@@ -93,7 +93,7 @@ def test_other_weights_are_found_from_the_savedmodel_and_refused_without_writing
     forced = ExportFolder(out, TWO, force=True)
     forced.put_saved_model(lambda target: saved_model(target, TWO, b"w2"))
     assert sorted(p.name for p in out.iterdir()) == ["saved_model"]
-    assert "removed" in capsys.readouterr().err
+    assert any(r.getMessage().startswith("removed ") for r in caplog.records)
 
 
 def test_files_ssdkit_did_not_write_are_never_overwritten(tmp_path):

@@ -8,6 +8,9 @@ from ssdkit.runtime.spec import ModelSpec
 EXPECTED_ANCHORS = {  # at the zoo's default input sizes
     "ssd_mnv1": 1917, "ssd_mnv2": 1917, "ssdlite_mnv2": 1917,
     "ssdlite_mnv3_small": 2034, "ssdlite_mnv3_large": 2034, "ssd_mnv2_fpnlite": 12804,
+    # OD API-exact networks for `ssdkit import` (convert/models/odapi.py)
+    "ssd_mnv1_odapi": 1917, "ssd_mnv2_odapi": 1917, "ssdlite_mnv2_odapi": 1917, "ssd_mnv2_fpnlite_odapi": 12804,
+    "ssdlite_mnv3_small_odapi": 2034, "ssdlite_mnv3_large_odapi": 2034, "ssd_mnv1_fpn_odapi": 51150,
 }
 
 
@@ -28,7 +31,7 @@ def test_network_outputs_match_spec(name):
     tf_keras = pytest.importorskip("tf_keras")
     from ssdkit.convert.models.ssd import build_model
 
-    size = 128 if name == "ssd_mnv2_fpnlite" else 96
+    size = 128 if "fpn" in name else 96
     model = build_model(ModelConfig(name, width=0.5, input_size=(size, size), labels=("a", "b", "c")).definition())
     image = np.random.default_rng(0).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
     out = model.keras_model(image, training=False)
@@ -89,5 +92,5 @@ def test_stored_costs_are_what_a_built_network_counts():
     from ssdkit.convert.models.ssd import build_model
     from ssdkit.convert.zoo import zoo_costs
 
-    keras_model = build_model(ModelConfig("ssdlite_mnv3_small")).keras_model
+    keras_model = build_model(ModelConfig("ssdlite_mnv3_small").definition()).keras_model
     assert zoo_costs()["ssdlite_mnv3_small"] == {"params": keras_model.count_params(), "macs": count_macs(keras_model)}

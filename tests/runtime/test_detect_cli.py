@@ -93,7 +93,7 @@ def test_a_rerun_into_the_same_out_replaces_its_own_outputs_without_compounding(
     assert main(argv) == 0
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     err = capsys.readouterr().err
-    assert f"ssdkit detect: {photos}: 1 subfolder not searched (sub): ssdkit detect reads the images directly in the folder" in err
+    assert f"ssdkit detect: warning: {photos}: 1 subfolder not searched (sub): ssdkit detect reads the images directly in the folder" in err
     assert main(argv) == 0  # the same inputs, the same annotated copies: nothing drawn on top
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".jsonl"} == \
         {name: data for name, data in first.items() if not name.endswith(".jsonl")}

@@ -108,7 +108,7 @@ def compare_latency(paths: Sequence[str | Path], threads: int = LATENCY_THREADS,
             detector = Detector(path, threads=threads)
             detectors.append(detector)
             spec = detector.backend.inputs[0]
-            tensors.append(np.zeros(spec.shape, spec.dtype))
+            tensors.append(np.zeros([d if d > 0 else 1 for d in spec.shape], spec.dtype))  # dynamic batch: 1
         seconds: list[list[np.ndarray]] = [[] for _ in detectors]
         for round_ in range(rounds):
             for i, (detector, tensor) in enumerate(zip(detectors, tensors)):

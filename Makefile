@@ -14,6 +14,9 @@ QUANT ?= int8
 PYTEST_ARGS ?=
 
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
+# The int8 quantization report's data: COCO JSON, VOC folder or image folder (see README.md).
+EVAL_DATA ?=
+EVAL_DATA_ARG = $(if $(EVAL_DATA),--eval-data $(EVAL_DATA),)
 FORCE_ARG = $(if $(FORCE),--force,)
 
 DATA ?=
@@ -26,7 +29,7 @@ help:
 	@echo "make test                    run the test suite"
 	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
-	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT)"
+	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT), EVAL_DATA (the int8 report's data)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,7 +51,7 @@ savedmodel: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 tflite: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG) $(EVAL_DATA_ARG)
 
 onnx: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)

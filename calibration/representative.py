@@ -60,11 +60,8 @@ def _video_frames(path: Path, every_nth: int) -> Iterator[np.ndarray]:
         capture.release()
 
 
-def representative_images(
-    source: str | Path | None = None, count: int = 100, seed: int = 0, shuffle: bool = True,
-    every_nth: int = 10, image_size: int = 320,
-) -> list[np.ndarray]:
-    """Up to ``count`` RGB images from ``source`` (None: synthetic shapes)."""
+def _collect(source: str | Path | None, count: int, seed: int, shuffle: bool, every_nth: int,
+             image_size: int) -> list[np.ndarray]:
     if count < 1:
         raise ValueError(f"calibration sample count {count} must be at least 1")
     if source is None:
@@ -74,8 +71,8 @@ def representative_images(
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{path}: calibration data not found")
+    images = []
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-        images = []
         for frame in _video_frames(path, every_nth):
             images.append(frame)
             if len(images) == count:
@@ -84,7 +81,6 @@ def representative_images(
         files = _image_files(path)
         if shuffle:
             np.random.default_rng(seed).shuffle(files)
-        images = []
         for file in files:
             image = _read_image(file)
             if image is not None:
@@ -93,6 +89,30 @@ def representative_images(
                     break
     if not images:
         raise ValueError(f"{path}: no usable calibration images")
-    if len(images) < count:
-        warnings.warn(f"{path}: only {len(images)} calibration images, {count} asked for", stacklevel=2)
     return images
+
+
+def representative_images(
+    source: str | Path | None = None, count: int = 100, seed: int = 0, shuffle: bool = True,
+    every_nth: int = 10, image_size: int = 320,
+) -> list[np.ndarray]:
+    """Up to ``count`` RGB images from ``source`` (None: synthetic shapes)."""
+    images = _collect(source, count, seed, shuffle, every_nth, image_size)
+    if len(images) < count:
+        warnings.warn(f"{source}: only {len(images)} calibration images, {count} asked for", stacklevel=2)
+    return images
+
+
+def representative_split(
+    source: str | Path | None, count: int, held_out: int, seed: int = 0, shuffle: bool = True,
+    every_nth: int = 10, image_size: int = 320,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``representative_images`` and up to ``held_out`` further images of the
+    same source, read in one pass: the calibration images are the ones
+    ``representative_images`` gives, the others were not calibrated on (the
+    quantization report measures on them when it has no other data). With
+    no image to spare the second list is empty."""
+    images = _collect(source, count + held_out, seed, shuffle, every_nth, image_size)
+    if len(images) < count:
+        warnings.warn(f"{source}: only {len(images)} calibration images, {count} asked for", stacklevel=2)
+    return images[:count], images[count:]

@@ -34,7 +34,7 @@ import numpy as np
 from ssdkit.fileio import atomic_path
 from ssdkit.runtime.spec import ModelSpec
 
-from .zoo import DEFAULT_MODEL, ModelConfig, ModelDefinition, get_entry, shipped_weights
+from .zoo import SHIPPED_TRAINING_DATA, DEFAULT_MODEL, ModelConfig, ModelDefinition, get_entry, shipped_weights
 
 if TYPE_CHECKING:  # reading and writing checkpoints needs no TensorFlow; building the network does
     from .models.ssd import SSDModel
@@ -131,6 +131,23 @@ def _definition_v1(meta: dict) -> ModelDefinition:
     return ModelDefinition(get_entry(config.model).architecture, config.width, ModelSpec.from_dict(meta["spec"]))
 
 
+def training_data(checkpoint: Checkpoint) -> str | None:
+    """What ``checkpoint`` was trained on: the ``"train": {"data": ...}`` that
+    ``ssdkit train`` records (``datasets.synth.SYNTHETIC_DATA`` or the
+    dataset's path), or for the zoo's shipped weights its table's entry;
+    None when unknown (an imported model, an older checkpoint)."""
+    train = checkpoint.meta.get("train")
+    if isinstance(train, dict) and isinstance(train.get("data"), str):
+        return train["data"]
+    try:
+        shipped = shipped_weights(checkpoint.definition.name)
+    except (ValueError, RuntimeError):  # not a zoo name, or an install without its weights
+        shipped = None
+    if shipped is not None and Path(str(shipped)).resolve() == checkpoint.path.resolve():
+        return SHIPPED_TRAINING_DATA.get(checkpoint.path.name)
+    return None
+
+
 def is_class_head(name: str) -> bool:
     """A weight of the class-prediction layers (re-initialised when the classes change)."""
     return "ClassPredictor" in name
@@ -222,4 +239,5 @@ def prepare_model(
             raise ValueError(f"{source}: checkpoint has {field}={held[field]!r}, which conflicts with {value!r}")
     model = build_model(definition)
     apply_weights(model, checkpoint.weights, source, skip_class_head=reinit)
+    model.trained_on = training_data(checkpoint)
     return model

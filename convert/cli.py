@@ -75,6 +75,12 @@ def register(subparsers) -> None:
     tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON, a VOC folder (default: synthetic)")
     tflite.add_argument("--calib-samples", type=arg("calib_samples"), default=100,
                         help=f"calibration images to use, {span('calib_samples')} (default 100)")
+    tflite.add_argument("--eval-data", help="int8: the quantization report's data: a COCO JSON or VOC folder (mAP, the "
+                        "model's labels matched to its categories by name), or a folder of images (agreement of int8 "
+                        "with fp32 only). Default: the synthetic validation split for models trained on the "
+                        "synthetic shapes, else images held out from --calib-data")
+    tflite.add_argument("--class-map", help="with --eval-data: MODEL_LABEL=DATASET_LABEL pairs separated by commas "
+                                            "(or a .json file of them) for labels whose names differ")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
     tflite.add_argument("--max-map-drop", type=arg("max_map_drop"), default=1.0,
                         help=f"int8: mAP@0.5 points the report accepts, {span('max_map_drop')} (default 1)")
@@ -115,6 +121,22 @@ def _models(args) -> int:
     return 0
 
 
+def _check_eval_labels(eval_data: str | None, labels, class_map: dict) -> None:
+    """A labelled ``--eval-data`` must match the model's labels: checked
+    before the network is built, as the exporter checks it again."""
+    from ssdkit.datasets.reader import is_voc, read_dataset
+    from ssdkit.evaluation.evaluate import strict_class_mapping
+
+    if eval_data is None:
+        return
+    path = Path(eval_data)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: --eval-data not found")
+    if path.is_dir() and not is_voc(path):
+        return  # plain images: no labels to match
+    strict_class_mapping(labels, read_dataset(path).labels, class_map, path)
+
+
 def _export(args) -> int:
     """Every option is checked (TensorFlow-free modules only) before the
     converter is imported and the network built."""
@@ -125,7 +147,14 @@ def _export(args) -> int:
     from .export_folder import ExportFolder
     from .tflite.options import TFLiteOptions
     from .zoo import ModelConfig, get_entry, model_spec
+    from ssdkit.evaluation.evaluate import parse_class_map
 
+    class_map = parse_class_map(args.class_map)
+    quant = args.quant or ("fp32" if args.format == "onnx" else "int8")
+    if args.eval_data and (args.format == "savedmodel" or quant != "int8" or args.no_report):
+        raise ValueError(f"--eval-data is the int8 quantization report's data; this export writes no report "
+                         f"(--format {args.format}{'' if args.format == 'savedmodel' else f' --quant {quant}'}"
+                         f"{' --no-report' if args.no_report else ''})")
     if args.labels and args.num_classes:
         raise ValueError("give --labels or --num-classes, not both")
     labels = args.labels or (tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
@@ -154,11 +183,13 @@ def _export(args) -> int:
                             report=not args.no_report, max_map_drop=args.max_map_drop,
                             keep_float_auto=args.keep_float == "auto", opset=args.opset,
                             dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms,
-                            onnx_quant=(args.quant or "fp32") if onnx else "fp32")
+                            onnx_quant=(args.quant or "fp32") if onnx else "fp32",
+                            eval_data=args.eval_data, class_map=tuple(class_map.items()))
     out = Path(args.out or f"build/{weights.definition.name if weights else model_name}")
     check_writable_folder(out)
     if spec is not None:  # the spec is known without TensorFlow: refuse a folder of another model before building
         ExportFolder(out, spec, args.force).check()
+        _check_eval_labels(args.eval_data, spec.labels, class_map)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .checkpoint import prepare_model

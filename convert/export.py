@@ -45,8 +45,11 @@ class ExportOptions:
     report: bool = True  # int8 only: compare with fp32 in report.json / .md (ONNX: onnx_report.json / .md)
     max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
     keep_float_auto: bool = False  # TFLite int8 over max_map_drop: keep its worst layers in float (quant_debug.py)
+    eval_data: str | None = None  # the report's data: COCO JSON, VOC folder or image folder (see _report_inputs)
+    class_map: tuple[tuple[str, str], ...] = ()  # model label -> dataset label, for eval_data's categories
 
     def __post_init__(self):
+        object.__setattr__(self, "class_map", tuple(dict(self.class_map).items()))
         limits.check(calib_samples=self.calib_samples, max_map_drop=self.max_map_drop)
         check_opset(self.opset)
         check_quant(self.onnx_quant)
@@ -56,6 +59,10 @@ class ExportOptions:
                 raise ValueError("give --keep-float auto or layer names, not both")
             if not self.report:
                 raise ValueError("--keep-float auto works from the quantization report: drop --no-report")
+        if self.eval_data is not None and not Path(self.eval_data).exists():
+            raise FileNotFoundError(f"{self.eval_data}: --eval-data not found")
+        if self.class_map and self.eval_data is None:
+            raise ValueError("--class-map maps the model's labels to --eval-data's categories: give --eval-data too")
 
 
 Exporter = Callable[["SSDModel", Path, ExportOptions, Callable[[], Path]], "list[Path]"]
@@ -66,28 +73,78 @@ def _savedmodel(model: SSDModel, out_dir: Path, options: ExportOptions,
     return [write_saved_model()]
 
 
+def _report_inputs(model: SSDModel, options: ExportOptions):
+    """The calibration images and the quantization report's ``EvaluationData``
+    (None without a report), read before the slow export so that wrong data
+    fails first, and the calibration source read once.
+
+    The report's data, in order: ``--eval-data`` (a COCO JSON or VOC folder:
+    labelled, the model's labels matched to its categories; a folder of plain
+    images: agreement only); the synthetic validation split for a model
+    trained on the synthetic shapes (``model.trained_on``); otherwise images
+    held out from the calibration source (agreement only), or, when it has
+    none to spare, the calibration images themselves, saying so."""
+    from ssdkit.calibration.representative import representative_images, representative_split
+    from ssdkit.datasets.reader import is_voc, read_dataset
+    from ssdkit.datasets.synth import LABELS, SYNTHETIC_DATA
+    from ssdkit.evaluation.quant_report import EVAL_IMAGES, HELD_OUT_IMAGES, EvaluationData
+
+    labels = model.spec.labels
+    if not options.report:
+        return representative_images(options.calib_data, options.calib_samples), None
+    if options.eval_data is not None:
+        path = Path(options.eval_data)
+        calibration = representative_images(options.calib_data, options.calib_samples)
+        if path.is_dir() and not is_voc(path):
+            images = representative_images(path, EVAL_IMAGES, shuffle=False)
+            return calibration, EvaluationData(str(path), "--eval-data, a folder of images without labels",
+                                               tuple(images))
+        data = EvaluationData.from_dataset(read_dataset(path), labels, "--eval-data", dict(options.class_map))
+        return calibration, data
+    if model.trained_on == SYNTHETIC_DATA and set(labels) == set(LABELS):
+        return representative_images(options.calib_data, options.calib_samples), EvaluationData.synthetic(labels)
+    calibration, held_out = representative_split(options.calib_data, options.calib_samples, HELD_OUT_IMAGES)
+    source = options.calib_data or "the built-in synthetic images"
+    trained = f"trained on {model.trained_on}" if model.trained_on else "of unknown training data"
+    if held_out:
+        data = EvaluationData(f"{source}, {len(held_out)} images not calibrated on", f"the model is {trained} and "
+                              "no --eval-data was given: images held out from the calibration data", tuple(held_out))
+    else:
+        data = EvaluationData(f"{source}, the calibration images", f"the model is {trained}, no --eval-data was "
+                              "given and the calibration data has no images to spare", tuple(calibration))
+    return calibration, data
+
+
 def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions,
             write_saved_model: Callable[[], Path]) -> list[Path]:
-    from ssdkit.calibration.representative import representative_images
+    """The asked model, then for int8 with a report the fp32 twin and both raw
+    variants, all from one ``TFLiteSession``: the SavedModel is loaded once
+    and int8 calibrated once, whatever the number of int8 variants."""
+    from .tflite.savedmodel2tflite import TFLiteSession
 
-    from .tflite.savedmodel2tflite import export_tflite
-
-    calibration = None
+    calibration, data = None, None
     if options.tflite.quant == "int8":
-        calibration = representative_images(options.calib_data, options.calib_samples)
+        calibration, data = _report_inputs(model, options)
+        if options.keep_float_auto and not data.labelled:
+            raise ValueError("--keep-float auto needs the mAP of labelled data: give --eval-data with a COCO JSON "
+                             f"or VOC folder (the report would measure {data.describe()})")
     saved_model = write_saved_model()
-    tflite = export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)
+    session = TFLiteSession(saved_model, model.spec, calibration)
+    if calibration is not None:
+        session.tensors()  # a bad calibration image fails before the first conversion
+    tflite = session.export(out_dir, options.tflite)
     written = [saved_model, tflite]
     if options.tflite.edgetpu:
         from .tflite.edgetpu import prepare
 
         written += prepare(tflite)
-    if options.tflite.quant == "int8" and options.report:
-        written += _quantization_report(saved_model, model, out_dir, options, calibration, tflite)
+    if data is not None:
+        written += _quantization_report(session, options, out_dir, data, tflite)
+    log.debug(f"calibration passes: {session.calibration_passes}")
     return written
 
 
-def _quantization_report(saved_model, model, out_dir, options, calibration, int8) -> list[Path]:
+def _quantization_report(session, options: ExportOptions, out_dir: Path, data, int8: Path) -> list[Path]:
     """Exports the fp32 twin and both raw variants, then measures what int8
     costs and, with ``keep_float_auto``, what float layers win back.
 
@@ -97,14 +154,13 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
     import functools
 
     from ssdkit.evaluation.quant_report import report_quantization
-    from .tflite.savedmodel2tflite import export_tflite
 
     exported = {dataclasses.replace(options.tflite, edgetpu=False): int8}
 
     def variant(**changes) -> Path:
         wanted = dataclasses.replace(options.tflite, edgetpu=False, **changes)
         if wanted not in exported:
-            exported[wanted] = export_tflite(saved_model, model.spec, out_dir, wanted, calibration)
+            exported[wanted] = session.export(out_dir, wanted)
         return exported[wanted]
 
     fp32 = variant(quant="fp32", keep_float=())
@@ -113,24 +169,21 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
     if options.keep_float_auto:
         from .tflite.quant_debug import keep_float_auto
 
-        keep_float = functools.partial(keep_float_auto, saved_model, model.spec, options.tflite, calibration, int8,
-                                       options.max_map_drop)
-    report = report_quantization(fp32, int8, fp32_raw, int8_raw, model.spec.labels, out_dir, "report",
-                                 options.max_map_drop, keep_float)
+        keep_float = functools.partial(keep_float_auto, session, options.tflite, int8, options.max_map_drop)
+    report = report_quantization(fp32, int8, fp32_raw, int8_raw, data, out_dir, "report", options.max_map_drop,
+                                 keep_float)
     return [path for path in dict.fromkeys([fp32, int8_raw, fp32_raw, *report]) if path != int8]
 
 
 def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions,
           write_saved_model: Callable[[], Path]) -> list[Path]:
     """The raw file, then what derives from it: int8, NMS variants, report."""
-    from ssdkit.calibration.representative import representative_images
-
     from .onnx.nms import export_onnx_nms
     from .onnx.quant import quantize_onnx
     from .onnx.savedmodel2onnx import export_onnx
 
     int8 = options.onnx_quant == "int8"
-    calibration = representative_images(options.calib_data, options.calib_samples) if int8 else None
+    calibration, data = _report_inputs(model, options) if int8 else (None, None)
     saved_model = write_saved_model()
     raw = [export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]
     if int8:
@@ -139,10 +192,10 @@ def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions,
     if options.onnx_nms:
         post = options.tflite.postprocessing(model.spec)  # --max-detections etc. apply to the ONNX NMS too
         written += [export_onnx_nms(path, model.spec, post) for path in raw]
-    if int8 and options.report:
+    if data is not None:
         from ssdkit.evaluation.quant_report import report_quantization
 
-        written += report_quantization(raw[0], raw[1], raw[0], raw[1], model.spec.labels, out_dir, "onnx_report",
+        written += report_quantization(raw[0], raw[1], raw[0], raw[1], data, out_dir, "onnx_report",
                                        options.max_map_drop)
     return written
 

@@ -18,6 +18,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
+from ssdkit.datasets.synth import SYNTHETIC_DATA
 from ssdkit.runtime import limits
 from ssdkit.runtime.limits import MAX_INPUT_SIDE, MIN_INPUT_SIDE
 from ssdkit.runtime.spec import (BoxCoder, ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing,
@@ -219,6 +220,9 @@ def zoo_costs() -> dict[str, dict[str, int]]:
 
 # Checkpoints shipped in convert/weights/ (see its README.md: recipe and scores).
 SHIPPED_WEIGHTS = {"ssd_mnv2": "ssd_mnv2_shapes.npz"}
+# What each was trained on (``datasets.synth.SYNTHETIC_DATA``): the file's
+# metadata predates checkpoints recording it, and its bytes stay as shipped.
+SHIPPED_TRAINING_DATA = {"ssd_mnv2_shapes.npz": SYNTHETIC_DATA}
 
 
 def uses_shipped_weights(name: str, weights: str | None, customised: bool) -> bool:

@@ -22,6 +22,10 @@ from ssdkit.log import progress
 from ssdkit.runtime import limits
 
 LABELS = ("circle", "square", "triangle", "cross")
+# What a checkpoint trained on these images records as its training data
+# (``"train": {"data": ...}``): the quantization report's mAP on the synthetic
+# validation split means something for such a model only.
+SYNTHETIC_DATA = "synthetic-shapes"
 _BASE_COLORS = np.array([[220, 40, 40], [40, 80, 220], [40, 180, 60], [235, 200, 30]], np.float32)
 
 # The embedded default splits: different seeds, so validation images are unseen.

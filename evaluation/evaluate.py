@@ -107,3 +107,52 @@ def evaluate(records: Sequence[Record], dataset_labels: Sequence[str], predictio
 def _listed(labels: Sequence[str], limit: int = 6) -> str:
     shown = ", ".join(list(labels)[:limit])
     return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """``--class-map``: ``MODEL_LABEL=DATASET_LABEL`` pairs separated by
+    commas, or a JSON file holding one object of such pairs."""
+    if not text:
+        return {}
+    path = Path(text)
+    if path.suffix.lower() == ".json" and path.is_file():
+        import json
+
+        try:
+            pairs = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot read the class map ({exc})") from None
+        if not (isinstance(pairs, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in pairs.items())):
+            raise ValueError(f"{path}: a class map is one JSON object of model label -> dataset label strings")
+        return pairs
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        model_label, sep, dataset_label = (s.strip() for s in item.partition("="))
+        if not sep or not model_label or not dataset_label:
+            raise ValueError(f"--class-map {text!r}: expected MODEL_LABEL=DATASET_LABEL pairs separated by commas "
+                             f"(or a .json file), got {item!r}")
+        pairs[model_label] = dataset_label
+    return pairs
+
+
+def strict_class_mapping(model_labels: Sequence[str], dataset_labels: Sequence[str],
+                         class_map: dict[str, str] | None = None, source: str | Path = "the dataset") -> np.ndarray:
+    """``class_mapping`` for measurements that must mean something (the
+    quantization report): model labels are renamed by ``class_map`` first,
+    then every dataset category must be one of them, since a category the
+    model cannot detect would score AP 0 and drag the mAP down for nothing
+    quantization did. Model labels the dataset lacks are fine (their
+    detections are dropped). Raises ``ValueError`` naming the labels that do not match."""
+    class_map = dict(class_map or {})
+    unknown = [label for label in class_map if label not in model_labels]
+    if unknown:
+        raise ValueError(f"--class-map names {_listed(unknown)}, which the model does not have "
+                         f"(its labels: {_listed(model_labels)})")
+    renamed = [class_map.get(label, label) for label in model_labels]
+    missing = [label for label in dataset_labels if label not in renamed]
+    if missing:
+        unmatched = [label for label, name in zip(model_labels, renamed) if name not in dataset_labels]
+        raise ValueError(f"{source}: categories {_listed(missing, 10)} match no label of the model"
+                         + (f" (unmatched model labels: {_listed(unmatched, 10)})" if unmatched else "")
+                         + "; say how they correspond with --class-map MODEL_LABEL=DATASET_LABEL,...")
+    return np.array([dataset_labels.index(name) if name in dataset_labels else -1 for name in renamed], np.int64)

@@ -10,8 +10,9 @@ them are decoded by the runtime with the same thresholds. Per file:
   with embedded NMS shows its raw twin's numbers (``M_fp32_nonms.tflite``
   for ``M_fp32.tflite``, ``M_raw.onnx`` for ``M_nms.onnx``) when the twin is
   there; without one only its detections can be compared.
-- detection agreement: the share of the SavedModel's detections scoring at
-  least 0.5 that the file finds too (IoU >= 0.5, same class).
+- detection agreement: the recall of ``agreement.detection_agreement`` with
+  the SavedModel as the reference: the share of its detections scoring at
+  least 0.5 that the file finds too (IoU >= 0.5, same class, one to one).
 - COCO mAP on the images.
 
 The check: a float format (fp32, fp16, fp32 ONNX) fails when its raw outputs
@@ -36,10 +37,10 @@ import numpy as np
 from ssdkit.datasets.records import Dataset, Record
 from ssdkit.log import progress
 from ssdkit.runtime import Detector, limits
-from ssdkit.runtime.boxes import iou_matrix
 from ssdkit.runtime.model_files import SAVEDMODEL_FOLDER
 from ssdkit.runtime.roles import RAW_ROLES
 
+from .agreement import detection_agreement
 from .evaluate import DEFAULT_THRESHOLD, Prediction, class_mapping, evaluate, open_detector, predict
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -47,7 +48,6 @@ FLOAT_PRECISIONS = ("fp32", "fp16")
 DEFAULT_IMAGES = 50
 DEFAULT_TOLERANCE = 0.05  # fp16 of a random test network: 0.02; a network of another seed: over 1
 DEFAULT_MIN_AGREEMENT = 0.9
-AGREEMENT_MIN_SCORE = 0.5
 
 
 @dataclass(frozen=True)
@@ -137,22 +137,6 @@ def relative_difference(difference: dict[str, dict[str, float]]) -> float:
     return max(d["max"] / max(d["reference_max"], 1.0) for d in difference.values())
 
 
-def detection_agreement(reference: Sequence[Prediction], candidate: Sequence[Prediction],
-                        min_score: float = AGREEMENT_MIN_SCORE) -> float:
-    """The share of reference detections scoring at least ``min_score`` that
-    a candidate detection of the same class overlaps at IoU >= 0.5 (1.0 when
-    the reference has none)."""
-    matched = total = 0
-    for (ref_boxes, ref_classes, ref_scores), (boxes, classes, _) in zip(reference, candidate):
-        keep = ref_scores >= min_score
-        total += int(keep.sum())
-        if not keep.any() or len(boxes) == 0:
-            continue
-        same_class = ref_classes[keep][:, None] == classes[None, :]
-        matched += int(((iou_matrix(ref_boxes[keep], boxes) >= 0.5) & same_class).any(axis=1).sum())
-    return matched / total if total else 1.0
-
-
 def raw_twin(file: str) -> str:
     """The name of the raw-output export of the same network as ``file``, a
     file with embedded NMS: ``M_fp32.tflite`` -> ``M_fp32_nonms.tflite``,
@@ -183,7 +167,7 @@ def verify(artifacts: Sequence[Artifact], dataset: Dataset, count: int | None = 
             outputs = expected if artifact is reference else _run(artifact, images, threshold, expected is not None)
             row.outputs = outputs.kind
             if expected is not None and artifact is not reference:
-                row.agreement = detection_agreement(expected.predictions, outputs.predictions)
+                row.agreement = detection_agreement(expected.predictions, outputs.predictions).recall
                 row.raw_difference = raw_difference(expected.raw, outputs.raw) if outputs.raw else None
         except (ValueError, RuntimeError, OSError) as exc:
             row.check, row.problem = "FAIL", str(exc)

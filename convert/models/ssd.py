@@ -28,6 +28,7 @@ class SSDModel:
     keras_model: keras.Model
     definition: ModelDefinition
     backbone: keras.Model
+    trained_on: str | None = None  # the checkpoint's training data (``checkpoint.training_data``); None: unknown
 
     @property
     def spec(self) -> ModelSpec:

@@ -8,7 +8,7 @@ variables frozen and its calls inlined, fed at the same point. Raw outputs are
 compared directly (max |difference| of box encodings and class logits, also
 relative to the source's largest value); detections are decoded from each
 side's raw outputs with the model's own NMS settings (per-class NMS, as the
-OD API) and compared with ``evaluation.verify.detection_agreement``.
+OD API) and compared with ``evaluation.agreement.detection_agreement`` (its recall).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ssdkit.evaluation.verify import detection_agreement
+from ssdkit.evaluation.agreement import detection_agreement
 from ssdkit.log import progress
 from ssdkit.runtime import decoder, tflite_postprocess
 from ssdkit.runtime.boxes import iou_matrix
@@ -268,7 +268,7 @@ def compare(runner: Runner, model, photos, tolerance: float = DEFAULT_TOLERANCE)
         ref, cand = detections(sb, sl, spec, anchors), detections(ib, il, spec, anchors)
         report.rows.append(PhotoRow(name, box_max, logit_max, max(box_rel, logit_rel),
                                     int((ref[2] >= AGREEMENT_MIN_SCORE).sum()),
-                                    detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE), top_identical(ref, cand),
+                                    detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE).recall, top_identical(ref, cand),
                                     box_rel, logit_rel))
     return report
 
@@ -326,7 +326,7 @@ def verify_exports(runner: Runner, artifacts, photos, tolerance: float, spec: Mo
                     worst[2] = max(worst[2], worst[0] / max(float(np.abs(boxes).max()), 1e-12), worst[1])
                     ref = detections(boxes, scores, spec, anchors, activated=True)
                     cand = detections(b, sc, spec, anchors, activated=True)
-                    agreements.append(detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE))
+                    agreements.append(detection_agreement([ref], [cand], AGREEMENT_MIN_SCORE).recall)
                     identical = identical and top_identical(ref, cand)
                 row.box_max, row.score_max, row.relative = worst
                 row.agreement, row.top_identical = float(np.mean(agreements)), identical

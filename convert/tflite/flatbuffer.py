@@ -118,3 +118,33 @@ def set_custom_options(model_bytes: bytes, op_name: str, values: dict) -> bytes:
     builder = flatbuffers.Builder(len(model_bytes) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def without_custom_op(model_bytes: bytes, op_name: str, output_names: tuple[str, ...]) -> bytes:
+    """The model with its one ``op_name`` op removed: the op's first
+    ``len(output_names)`` inputs become the graph's outputs, named
+    ``output_names`` in the signature.
+
+    Why: an exporter that calibrated the graph with the postprocess op gets its
+    raw twin from the same calibrated model (the layers before the op are the
+    same ops on the same data, so the same ranges), instead of converting and
+    calibrating the raw graph again. Tensors only the op used stay in the
+    table; the MLIR quantizer drops them."""
+    model = _load(model_bytes)
+    graph = model.subgraphs[0]
+    found = [i for i, op in enumerate(graph.operators) if _op_name(model.operatorCodes[op.opcodeIndex]) == op_name]
+    if len(found) != 1:
+        raise ValueError(f"expected one {op_name} op in the model, found {len(found)}")
+    op = graph.operators.pop(found[0])
+    outputs = [int(t) for t in op.inputs[:len(output_names)]]
+    graph.outputs = np.array(outputs, np.int32)
+    if model.signatureDefs:
+        entries = []
+        for name, index in zip(output_names, outputs):
+            entry = schema.TensorMapT()
+            entry.name, entry.tensorIndex = name.encode(), index
+            entries.append(entry)
+        model.signatureDefs[0].outputs = entries
+    builder = flatbuffers.Builder(len(model_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
+    return bytes(builder.Output())

@@ -1,7 +1,7 @@
 """Which int8 layers lose most, and what keeping them in float wins back.
 
 ``rank_layers`` runs TFLite's quantization debugger on the raw (no-NMS)
-graph with the export's own converter and calibration images: every int8
+graph with the export's own calibrated model and calibration images: every int8
 op's output is compared with the float op run on the same input, and layers
 are ranked by rmse/scale, the root-mean-square error in units of the output's
 quantization step (rounding alone gives 1/sqrt(12) = 0.29; TF's debugger
@@ -27,15 +27,11 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable
 
-import numpy as np
+from ssdkit.evaluation.quant_report import map_drop_points
 
-from ssdkit.datasets.records import Dataset
-from ssdkit.runtime.spec import ModelSpec
-
-from ssdkit.evaluation.quant_report import map_drop_points, measure_model
-from .savedmodel2tflite import TFLiteOptions, export_tflite, loaded_converter
+from .savedmodel2tflite import TFLiteOptions, TFLiteSession
 
 KEEP_FLOAT_STEPS = (3, 5, 7, 10)  # layers kept in float, tried in turn
 
@@ -52,22 +48,25 @@ class LayerError:
         return {"tensor": self.tensor, "op": self.op, "rmse/scale": round(self.rmse_per_scale, 4)}
 
 
-def rank_layers(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray],
-                top: int = max(KEEP_FLOAT_STEPS)) -> list[LayerError]:
+def rank_layers(session: TFLiteSession, options: TFLiteOptions, top: int = max(KEEP_FLOAT_STEPS)) -> list[LayerError]:
     """The ``top`` int8 layers with the largest rmse/scale, worst first.
 
     The raw graph holds every layer the NMS graph does, under the same names,
-    without the postprocess op the debugger cannot compare."""
+    without the postprocess op the debugger cannot compare. Its calibrated
+    model is the export's (``session.calibrated``): the debugger instruments
+    it with NumericVerify ops, as ``QuantizationDebugger(converter=...)``
+    would after calibrating again, and runs it once over the calibration tensors."""
     import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
 
-    log.info(f"quantization debugger: calibrating, then comparing each int8 layer with float "
-             f"on {len(calibration)} images")
     raw_options = dataclasses.replace(options, nms=False, keep_float=())
-    with loaded_converter(saved_model, spec, raw_options, calibration) as converter, warnings.catch_warnings():
+    debug_model = mlir_quantize(session.calibrated(raw_options), enable_numeric_verify=True)
+    log.info(f"quantization debugger: comparing each int8 layer with float on {len(session.tensors())} images")
+    with warnings.catch_warnings():
         # The debugger runs TF's own interpreter, deprecated for LiteRT's: nothing the user can act on.
         warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated", UserWarning)
-        dataset = converter.representative_dataset  # the calibration tensors, before converting wraps them
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+        debugger = tf.lite.experimental.QuantizationDebugger(quant_debug_model_content=debug_model,
+                                                             debug_dataset=session.dataset("comparing layers"))
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
@@ -79,24 +78,27 @@ def rank_layers(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, cali
     return sorted(layers, key=lambda layer: layer.rmse_per_scale, reverse=True)[:top]
 
 
-def keep_float_auto(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray],
-                    int8: Path, max_map_drop: float, report: dict, dataset: Dataset) -> dict | None:
+def keep_float_auto(session: TFLiteSession, options: TFLiteOptions, int8: Path, max_map_drop: float,
+                    report: dict, measure: Callable[[Path], dict]) -> dict | None:
     """The report's keep-float section, replacing ``int8`` by the first mix
     within ``max_map_drop``; None (and one line) when int8 is within it already.
-    The arguments before ``report`` are the export's, as it wrote ``int8``."""
+    ``session`` and ``options`` are the export's, as it wrote ``int8``;
+    ``measure(path)`` gives a mixed model's report row (size, latency, mAP@0.5)."""
     pure = {**report["models"]["int8"], "mAP@0.5_drop_points": report["int8_vs_fp32"]["mAP@0.5_drop_points"]}
     if pure["mAP@0.5_drop_points"] <= max_map_drop:
         log.info(f"--keep-float auto: int8 is within the budget ({pure['mAP@0.5_drop_points']} <= "
                  f"{max_map_drop} points of mAP@0.5); every layer stays int8")
         return None
-    ranking = rank_layers(saved_model, spec, options, calibration)
+    ranking = rank_layers(session, options)
     trials, kept = [], []
     with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=int8.parent) as tmp:
         for count in (k for k in KEEP_FLOAT_STEPS if k <= len(ranking)):
             log.info(f"--keep-float auto: trying the {count} worst layers in float")
             mixed_options = dataclasses.replace(options, keep_float=tuple(layer.tensor for layer in ranking[:count]))
-            mixed = export_tflite(saved_model, spec, Path(tmp) / str(count), mixed_options, calibration)
-            row, _ = measure_model(mixed, dataset, report["evaluation_set"]["images"])
+            folder = Path(tmp) / str(count)
+            folder.mkdir()
+            mixed = session.export(folder, mixed_options)
+            row = measure(mixed)
             drop = map_drop_points(report["models"]["fp32"], row)
             trials.append({"layers_in_float": count, "size_mb": row["size_mb"], "latency_ms": row["latency_ms"],
                            "mAP@0.5": row["mAP@0.5"], "mAP@0.5_drop_points": drop})

@@ -45,7 +45,7 @@ from ssdkit.runtime.roles import DETECTION_ROLES, RAW_ROLES, OutputRoles
 from ssdkit.runtime.spec import ModelSpec
 
 from ..savedmodel.keras2savedmodel import scores_from_logits
-from .flatbuffer import ops, set_custom_options, signature_outputs
+from .flatbuffer import ops, set_custom_options, signature_outputs, without_custom_op
 from .metadata import with_metadata
 from .options import IO_NAMES, QUANTS, Quant, TFLiteOptions  # noqa: F401 (TFLiteOptions: the options' old home)
 from .postprocess_op import OP_NAME, detection_postprocess
@@ -87,7 +87,7 @@ def _graph(raw, spec: ModelSpec, options: TFLiteOptions):
     return detect.get_concrete_function(), variables
 
 
-def _representative(spec: ModelSpec, images: Sequence[np.ndarray]):
+def _representative_tensors(spec: ModelSpec, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Calibration tensors: the device's own preprocessing of each image.
 
     The first tensor gets one black and one white pixel, so the input's
@@ -96,19 +96,17 @@ def _representative(spec: ModelSpec, images: Sequence[np.ndarray]):
     MediaPipe's pipelines feed it, with no visible effect on other ranges."""
     black_white = np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8)
     extremes = preprocess(black_white, dataclasses.replace(spec.preprocessing, input_height=1, input_width=2))[0]
-
-    def dataset() -> Iterator[list[np.ndarray]]:
-        for count, image in enumerate(progress(images, "calibrating"), 1):
-            tensor = preprocess(image, spec.preprocessing)[0]
-            if count == 1:
-                tensor[0, 0, :2] = extremes[0, 0]
-            yield [tensor]
-
-    return dataset
+    tensors = []
+    for image in images:
+        tensors.append(preprocess(image, spec.preprocessing)[0])
+    if tensors:
+        tensors[0][0, 0, :2] = extremes[0, 0]
+    return tensors
 
 
-def _converter(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray] | None):
-    """The converter for ``options``, set up but not run."""
+def _converter(raw, spec: ModelSpec, options: TFLiteOptions, dataset=None):
+    """The converter for ``options``, set up but not run; ``dataset``: the
+    representative dataset (a callable yielding input lists), for int8."""
     function, variables = _graph(raw, spec, options)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], variables)
     converter.allow_custom_ops = True
@@ -117,7 +115,7 @@ def _converter(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequen
     if options.quant == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif options.quant == "int8":
-        converter.representative_dataset = _representative(spec, calibration)
+        converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = IO_TYPES[options.io]
         # The postprocess op's outputs are float whatever the body; raw outputs follow --io.
@@ -125,23 +123,7 @@ def _converter(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequen
     return converter
 
 
-def _convert(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray] | None) -> bytes:
-    converter = _converter(raw, spec, options, calibration)
-    return _quantize_keeping_float(converter, options.keep_float) if options.keep_float else converter.convert()
-
-
-def _quantize_keeping_float(converter, names: Sequence[str]) -> bytes:
-    """Full-integer quantization except the ops that write ``names``.
-
-    TF 2.20's converter has no option for this. Its quantization debugger has
-    (``QuantizationDebugOptions(denylisted_nodes=...)``), but its models have
-    float I/O whatever the converter asked. Both calibrate with the converter
-    and hand the calibrated model to one MLIR quantizer, so this does the same
-    with the converter's own I/O types (uint8 input stays uint8)."""
-    from tensorflow.lite.python.convert import mlir_quantize
-
-    converter._experimental_calibrate_only = True  # as the debugger does: convert() stops after calibrating
-    calibrated = converter.convert()
+def _check_layers(calibrated: bytes, names: Sequence[str]) -> None:
     known = {tensor.name for op in ops(calibrated) for tensor in op.outputs}
     unknown = [name for name in names if name not in known]
     if unknown:
@@ -149,20 +131,127 @@ def _quantize_keeping_float(converter, names: Sequence[str]) -> bytes:
         raise ValueError(f"--keep-float: the model has no layer named {', '.join(map(repr, unknown))}"
                          + (f" (did you mean {', '.join(map(repr, hints))}?)" if hints else "")
                          + "; layer names are output tensor names, as report.md's keep-float section lists them")
-    return mlir_quantize(calibrated, input_data_type=converter.inference_input_type,
-                         output_data_type=converter.inference_output_type, denylisted_nodes=list(names))
+
+
+class TFLiteSession:
+    """One loaded SavedModel, converted to as many variants as asked, with
+    int8 calibration run at most once.
+
+    Every int8 variant (with the postprocess op or raw, pure or with layers
+    kept in float) is the same network quantized from the same calibration:
+    the converter runs with ``_experimental_calibrate_only`` (as TFLite's
+    quantization debugger does) and the calibrated float model is then
+    quantized by the MLIR quantizer the converter itself calls, with each
+    variant's I/O types and float layers. The raw variant's calibrated model
+    is the postprocess graph's without the op (``flatbuffer.without_custom_op``):
+    the layers before it ran on the same data. So the representative images
+    are preprocessed once and calibrated on once per export, instead of once
+    per variant and keep-float trial, and the SavedModel is loaded once.
+
+    ``calibration``: RGB uint8 images; needed by int8 variants.
+    ``calibration_passes`` counts the passes over them (tests read it).
+    """
+
+    def __init__(self, saved_model: Path, spec: ModelSpec, calibration: Sequence[np.ndarray] | None = None):
+        self.spec = spec
+        self._images = calibration
+        self._tensors: list[np.ndarray] | None = None
+        self._loaded = _load(saved_model)
+        self._calibrated: dict[tuple, bytes] = {}
+        self.calibration_passes = 0
+
+    @property
+    def raw(self):
+        return self._loaded.signatures["raw"]
+
+    def tensors(self) -> list[np.ndarray]:
+        """The calibration tensors: each image through the device's
+        preprocessing, once (a bad image fails here, not inside the converter)."""
+        if self._tensors is None:
+            if not self._images:
+                raise ValueError("int8 export needs representative images for calibration, got none")
+            self._tensors = _representative_tensors(self.spec, self._images)
+        return self._tensors
+
+    def dataset(self, what: str = "calibrating"):
+        """The representative dataset over ``tensors()``, as the converter and
+        the quantization debugger take it; every pass is counted."""
+        tensors = self.tensors()
+
+        def dataset() -> Iterator[list[np.ndarray]]:
+            self.calibration_passes += what == "calibrating"
+            for tensor in progress(tensors, what):
+                yield [tensor]
+
+        return dataset
+
+    def calibrated(self, options: TFLiteOptions) -> bytes:
+        """The calibrated float model of ``options``' graph (ranges recorded,
+        nothing quantized yet), calibrating only when no graph that contains
+        it was calibrated already."""
+        post = options.op_options(self.spec) if options.nms else None
+        if post in self._calibrated:
+            return self._calibrated[post]
+        if post is None and self._calibrated:
+            with_op = next(iter(self._calibrated.values()))
+            model = without_custom_op(with_op, OP_NAME, RAW_ROLES)
+        else:
+            converter = _converter(self.raw, self.spec, dataclasses.replace(options, quant="int8"), self.dataset())
+            converter._experimental_calibrate_only = True  # convert() stops after calibrating
+            model = converter.convert()
+        self._calibrated[post] = model
+        return model
+
+    def convert(self, options: TFLiteOptions) -> bytes:
+        """The converted model of ``options`` (before metadata)."""
+        if options.quant != "int8":
+            return _converter(self.raw, self.spec, options).convert()
+        calibrated = self.calibrated(options)
+        if options.keep_float:
+            _check_layers(calibrated, options.keep_float)
+        return quantize(calibrated, IO_TYPES[options.io], tf.float32 if options.nms else IO_TYPES[options.io],
+                        options.keep_float)
+
+    def export(self, out_dir: Path, options: TFLiteOptions) -> Path:
+        """Converts to ``options`` and writes ``out_dir/<file_name>`` atomically."""
+        target = Path(out_dir) / options.file_name(self.spec.name)
+        detail = f", calibrated on {len(self.tensors())} images" if options.quant == "int8" else ""
+        log.info(f"converting to {target.name}{detail}")
+        model = self.convert(options)
+        if options.nms:
+            # The converter drops detections_per_class (see tflite_flatbuffer.py).
+            model = set_custom_options(model, OP_NAME, {"detections_per_class": options.op_options(self.spec).detections_per_class})
+        file_spec = dataclasses.replace(self.spec, postprocessing=options.postprocessing(self.spec),
+                                        outputs=_output_roles(model, options))
+        # Standard metadata first (it rebuilds the flatbuffer), then the zip of
+        # the files it names: labels.txt and ssdkit_spec.json.
+        model = with_metadata(model, file_spec)
+        with atomic_path(target) as tmp_file:
+            tmp_file.write_bytes(embed_in_tflite(model, file_spec))
+        return target
+
+
+def quantize(calibrated: bytes, input_type, output_type, keep_float: Sequence[str] = ()) -> bytes:
+    """A calibrated model quantized as ``TFLiteConverter.convert()`` does
+    after calibrating (TF 2.20's ``_quantize``: the MLIR quantizer with the
+    converter's I/O types, then read-only buffers deduplicated), with the
+    ops writing ``keep_float`` left in float (the denylist TF's quantization
+    debugger uses; the converter has no option for it)."""
+    from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
+
+    model = mlir_quantize(calibrated, input_data_type=input_type, output_data_type=output_type,
+                          denylisted_nodes=list(keep_float) or None)
+    return deduplicate_readonly_buffers(model)
 
 
 @contextlib.contextmanager
 def loaded_converter(saved_model: Path, spec: ModelSpec, options: TFLiteOptions,
                      calibration: Sequence[np.ndarray] | None = None) -> Iterator[tf.lite.TFLiteConverter]:
     """The converter ``export_tflite`` would run, for tools that run it their
-    own way (the quantization debugger). The SavedModel stays loaded inside the
-    block: the converter's function only holds weak references to its variables."""
-    if options.quant == "int8":
-        calibration = _check_calibration(calibration, spec)
-    loaded = _load(saved_model)
-    yield _converter(loaded.signatures["raw"], spec, options, calibration)
+    own way. The SavedModel stays loaded inside the block: the converter's
+    function only holds weak references to its variables."""
+    session = TFLiteSession(saved_model, spec, calibration)
+    yield _converter(session.raw, spec, options, session.dataset() if options.quant == "int8" else None)
 
 
 def _output_roles(model: bytes, options: TFLiteOptions) -> OutputRoles:
@@ -175,41 +264,17 @@ def _output_roles(model: bytes, options: TFLiteOptions) -> OutputRoles:
     return OutputRoles("raw", tuple((role, names[role]) for role in RAW_ROLES), scores_activated=True)
 
 
-def _check_calibration(calibration: Sequence[np.ndarray] | None, spec: ModelSpec) -> Sequence[np.ndarray]:
-    if not calibration:
-        raise ValueError("int8 export needs representative images for calibration, got none")
-    for image in calibration:
-        preprocess(image, spec.preprocessing)  # fails here, not inside the converter, on a bad image
-    return calibration
-
-
 def export_tflite_variants(
     saved_model: Path, spec: ModelSpec, out_dir: Path, variants: Sequence[TFLiteOptions],
     calibration: Sequence[np.ndarray] | None = None,
 ) -> list[Path]:
-    """Converts ``saved_model`` once per variant, loading it once, and writes
-    each ``out_dir/<file_name>`` atomically. ``calibration``: RGB uint8
-    images, needed by int8 variants."""
+    """Converts ``saved_model`` to every variant in one ``TFLiteSession``
+    (loaded once, calibrated once) and writes each ``out_dir/<file_name>``
+    atomically. ``calibration``: RGB uint8 images, needed by int8 variants."""
+    session = TFLiteSession(saved_model, spec, calibration)
     if any(v.quant == "int8" for v in variants):
-        calibration = _check_calibration(calibration, spec)
-    loaded = _load(saved_model)
-    written = []
-    for options in variants:
-        target = Path(out_dir) / options.file_name(spec.name)
-        detail = f", calibrating on {len(calibration)} images" if options.quant == "int8" else ""
-        log.info(f"converting to {target.name}{detail}")
-        model = _convert(loaded.signatures["raw"], spec, options, calibration)
-        if options.nms:
-            # The converter drops detections_per_class (see tflite_flatbuffer.py).
-            model = set_custom_options(model, OP_NAME, {"detections_per_class": options.op_options(spec).detections_per_class})
-        file_spec = dataclasses.replace(spec, postprocessing=options.postprocessing(spec), outputs=_output_roles(model, options))
-        # Standard metadata first (it rebuilds the flatbuffer), then the zip of
-        # the files it names: labels.txt and ssdkit_spec.json.
-        model = with_metadata(model, file_spec)
-        with atomic_path(target) as tmp_file:
-            tmp_file.write_bytes(embed_in_tflite(model, file_spec))
-        written.append(target)
-    return written
+        session.tensors()  # a bad image fails before the first conversion
+    return [session.export(out_dir, options) for options in variants]
 
 
 def export_tflite(

@@ -61,7 +61,7 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     """Data and options are checked before TensorFlow is imported."""
     from ssdkit.datasets.reader import read_dataset
-    from ssdkit.datasets.synth import default_split
+    from ssdkit.datasets.synth import SYNTHETIC_DATA, default_split
     from ssdkit.fileio import check_writable_folder
 
     from ..checkpoint import read_checkpoint, resolve_model
@@ -99,6 +99,7 @@ def _train(args) -> int:
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup_steps,
         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_images=args.eval_images,
         seed=args.seed, freeze_backbone=args.freeze_backbone, augment=not args.no_augment,
+        data=None if args.data else SYNTHETIC_DATA,
     )
     labels = new_labels if args.weights else train_data.labels
 

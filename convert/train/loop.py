@@ -53,6 +53,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     augment: bool = True
     checkpoint_dtype: str = "float16"
+    data: str | None = None  # what the checkpoint records as its training data (default: the dataset's path)
 
     def __post_init__(self):
         limits.check(steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
@@ -160,6 +161,7 @@ def train(build, train_data: Dataset, val_data: Dataset | None, out_dir: Path, c
           strategy_name: str = "none", resume: bool = False) -> dict:
     """Trains the model ``build()`` returns (called inside the strategy's scope)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    trained_on = config.data or str(train_data.source)  # the checkpoints record it: the export's report reads it
     strategy = _strategy(strategy_name)
     with strategy.scope():
         model: SSDModel = build()
@@ -223,7 +225,7 @@ def train(build, train_data: Dataset, val_data: Dataset | None, out_dir: Path, c
                 for name in ("mAP", "mAP@0.5"):
                     tf.summary.scalar(f"eval/{name}", stats[name])
             log.info(f"step {current} validation mAP {stats['mAP']:.3f}, mAP@0.5 {stats['mAP@0.5']:.3f}")
-            save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": current, **stats}})
-    save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": int(step.numpy())}})
+            save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": current, "data": trained_on, **stats}})
+    save_checkpoint(model, npz, config.checkpoint_dtype, {"train": {"step": int(step.numpy()), "data": trained_on}})
     history["checkpoint"] = str(npz)
     return history

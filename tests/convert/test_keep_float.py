@@ -12,10 +12,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from ssdkit.datasets.synth import iter_images, render  # noqa: E402
+from ssdkit.datasets.synth import generate, iter_images, render  # noqa: E402
 from ssdkit.cli import main  # noqa: E402
 from ssdkit.convert.tflite import quant_debug  # noqa: E402
-from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions, export_tflite  # noqa: E402
+from ssdkit.convert.tflite.savedmodel2tflite import TFLiteOptions, TFLiteSession, export_tflite  # noqa: E402
 from ssdkit.convert.tflite.flatbuffer import ops, read_custom_options  # noqa: E402
 from ssdkit.runtime import Detector  # noqa: E402
 from ssdkit.runtime.model_files import read_spec, tflite_associated_files  # noqa: E402
@@ -26,24 +26,38 @@ TINY = ("--model", "ssd_mnv2", "--width", "0.35", "--input-size", str(SIZE), "--
 BODY_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 
 
+def _two_class_coco(folder):
+    """8 synthetic images as a COCO set whose categories are the tiny model's class_1 and class_2."""
+    path = generate(folder, 8, seed=5, size=SIZE) / "annotations.json"
+    data = json.loads(path.read_text())
+    data["categories"] = [{"id": 1, "name": "class_1"}, {"id": 2, "name": "class_2"}]
+    for annotation in data["annotations"]:
+        annotation["category_id"] = (annotation["category_id"] - 1) % 2 + 1
+    path.write_text(json.dumps(data))
+    return path
+
+
 @pytest.fixture(scope="module")
 def auto_export(tmp_path_factory):
-    """A tiny raw-output int8 export with ``--keep-float auto`` and a budget
-    no model can meet (-100 points): the debugger ranks the layers, one mix is
-    tried (one step instead of four, for time), and the pure int8 model stays."""
+    """A tiny raw-output int8 export with ``--keep-float auto`` on a labelled
+    set and a budget no model can meet (-100 points): the debugger ranks the
+    layers, one mix is tried (one step instead of four, for time), and the
+    pure int8 model stays."""
     tmp = tmp_path_factory.mktemp("keep_float")
     out, err = tmp / "out", io.StringIO()
+    eval_data = _two_class_coco(tmp / "eval")
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(err):
         patch.setenv("SSDKIT_CACHE", str(tmp / "cache"))
         patch.setattr(quant_debug, "KEEP_FLOAT_STEPS", (2,))
         code = main(["export", *TINY, "--format", "tflite", "--no-nms", "--calib-samples", "4",
-                     "--keep-float", "auto", "--max-map-drop", "-100", "--out", str(out)])
+                     "--keep-float", "auto", "--max-map-drop", "-100", "--eval-data", str(eval_data),
+                     "--out", str(out)])
     assert code == 0, err.getvalue()
-    return out, err.getvalue()
+    return out, err.getvalue(), eval_data
 
 
 def test_auto_writes_the_ranking_and_the_trade_off_into_the_report(auto_export):
-    out, err = auto_export
+    out, err, _ = auto_export
     assert sorted(p.name for p in out.iterdir()) == sorted(  # --no-nms: the int8 model is its own raw variant
         ["saved_model", "ssd_mnv2_int8_nonms.tflite", "ssd_mnv2_fp32_nonms.tflite", "report.json", "report.md"])
     report = json.loads((out / "report.json").read_text())
@@ -70,7 +84,7 @@ def test_auto_writes_the_ranking_and_the_trade_off_into_the_report(auto_export):
 
 
 def test_keep_float_names_leave_those_layers_float_through_every_export_step(auto_export, tmp_path):
-    out, _ = auto_export
+    out, _, _ = auto_export
     ranking = json.loads((out / "report.json").read_text())["keep_float"]["ranking"]
     worst = ranking[0]["tensor"]
     saved_model = out / "saved_model"
@@ -90,7 +104,7 @@ def test_keep_float_names_leave_those_layers_float_through_every_export_step(aut
 
 
 def test_an_unknown_layer_name_is_a_clear_error_and_writes_nothing(auto_export, tmp_path):
-    out, _ = auto_export
+    out, _, _ = auto_export
     worst = json.loads((out / "report.json").read_text())["keep_float"]["ranking"][0]["tensor"]
     saved_model = out / "saved_model"
     with pytest.raises(ValueError, match=re.escape(f"no layer named {worst[:-1]!r} (did you mean {worst!r}?)")):
@@ -102,7 +116,7 @@ def test_an_unknown_layer_name_is_a_clear_error_and_writes_nothing(auto_export, 
 def test_auto_within_the_budget_says_so_and_does_nothing(caplog):
     caplog.set_level(logging.INFO, logger="ssdkit")
     report = {"models": {"int8": {"size_mb": 1.0, "latency_ms": 2.0}}, "int8_vs_fp32": {"mAP@0.5_drop_points": 0.4}}
-    assert quant_debug.keep_float_auto(None, None, TFLiteOptions(), [], None, 1.0, report, None) is None
+    assert quant_debug.keep_float_auto(None, TFLiteOptions(), None, 1.0, report, None) is None
     assert "int8 is within the budget (0.4 <= 1.0 points of mAP@0.5); every layer stays int8" in caplog.text
 
 
@@ -129,10 +143,10 @@ def test_keep_float_names_are_parsed_from_a_comma_list():
 
 
 def test_auto_replaces_the_int8_model_with_the_first_mix_within_the_budget(auto_export, tmp_path, monkeypatch, caplog):
-    from ssdkit.evaluation.evaluate import load_dataset
-    from ssdkit.evaluation.quant_report import write_report
+    from ssdkit.datasets.reader import read_dataset
+    from ssdkit.evaluation.quant_report import EvaluationData, measure_row, write_report
 
-    out, _ = auto_export
+    out, _, eval_data = auto_export
     caplog.set_level(logging.INFO, logger="ssdkit")
     monkeypatch.setenv("SSDKIT_CACHE", str(out.parent / "cache"))
     monkeypatch.setattr(quant_debug, "KEEP_FLOAT_STEPS", (1, 2))
@@ -146,8 +160,10 @@ def test_auto_replaces_the_int8_model_with_the_first_mix_within_the_budget(auto_
     int8.write_bytes((out / int8.name).read_bytes())
     saved_model = out / "saved_model"
     options = TFLiteOptions(nms=False)
-    section = quant_debug.keep_float_auto(saved_model, read_spec(saved_model), options, list(iter_images(7, 4, SIZE)),
-                                          int8, 1.0, report, load_dataset())
+    session = TFLiteSession(saved_model, read_spec(saved_model), list(iter_images(7, 4, SIZE)))
+    data = EvaluationData.from_dataset(read_dataset(eval_data), ("class_1", "class_2"), "test")
+    section = quant_debug.keep_float_auto(session, options, int8, 1.0, report, lambda path: measure_row(path, data))
+    assert session.calibration_passes == 1  # the debugger and the trial reuse one calibration
     assert [t["layers_in_float"] for t in section["trials"]] == [1]
     assert section["kept_in_float"] == section["ranking"][:1]
     (kept,) = [op for op in ops(int8.read_bytes()) if op.outputs[0].name == section["kept_in_float"][0]["tensor"]]

@@ -26,6 +26,19 @@ def test_auto_weights_pick_the_shipped_checkpoint_only_for_the_stock_network():
     assert resolve_weights("ssd_mnv2", "my.npz", customised=False) == "my.npz"
 
 
+def test_the_shipped_checkpoint_is_known_to_be_trained_on_the_synthetic_shapes(tmp_path):
+    """The quantization report's synthetic mAP is for such models only; a copy
+    of the file elsewhere, without a training record, is of unknown data."""
+    from ssdkit.convert.checkpoint import read_checkpoint, resolve_weights, training_data
+    from ssdkit.datasets.synth import SYNTHETIC_DATA
+
+    shipped = resolve_weights("ssd_mnv2", "auto", customised=False)
+    assert training_data(read_checkpoint(shipped)) == SYNTHETIC_DATA
+    copy = tmp_path / shipped.name
+    copy.write_bytes(shipped.read_bytes())
+    assert training_data(read_checkpoint(copy)) is None
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from ssdkit.calibration.representative import representative_images

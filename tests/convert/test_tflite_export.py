@@ -257,7 +257,9 @@ def test_int8_export_writes_the_quantization_report(tmp_path, monkeypatch):
                             "ssd_mnv2_fp32_nonms.tflite", "report.json", "report.md"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["models"]["int8"]["size_mb"] < 0.5 * report["models"]["fp32"]["size_mb"]
-    assert report["evaluation_set"]["images"] == 100
-    assert 0 <= report["int8_vs_fp32"]["detection_agreement"] <= 1
+    # An untrained model: no mAP (its training data is not the synthetic shapes), agreement on held-out images.
+    assert report["evaluation_set"]["images"] == 50 and not report["evaluation_set"]["labelled"]
+    assert "mAP@0.5_drop_points" not in report["int8_vs_fp32"]
+    assert 0 <= report["int8_vs_fp32"]["agreement"]["recall"] <= 1
     assert set(report["int8_vs_fp32"]["raw_output_difference"]) == {"box_encodings", "class_predictions"}
     assert "| ssd_mnv2_int8.tflite |" in (tmp_path / "out" / "report.md").read_text()

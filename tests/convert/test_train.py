@@ -114,7 +114,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     assert "untrained" not in resumed.stderr  # no "untrained: see `ssdkit train`" while training
     from ssdkit.convert.checkpoint import read_checkpoint
 
-    assert read_checkpoint(out / "ssd_mnv2.npz").meta["train"]["step"] == 40
+    train = read_checkpoint(out / "ssd_mnv2.npz").meta["train"]
+    assert train["step"] == 40
+    assert train["data"] == str(tiny_data / "train" / "annotations.json")  # what it trained on: the report reads it
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -42,7 +42,8 @@ def _verify(args) -> int:
     from .evaluate import load_dataset
     from ssdkit.tables import text_table
 
-    from .verify import AGREEMENT_MIN_SCORE, PARITY_HEADER, failed, find_artifacts, parity_cells, verify
+    from .agreement import MIN_SCORE as AGREEMENT_MIN_SCORE
+    from .verify import PARITY_HEADER, failed, find_artifacts, parity_cells, verify
 
     artifacts = find_artifacts(args.model_dir)
     if args.against:

@@ -200,7 +200,9 @@ def test_int8_report_compares_with_fp32(exported):
     report = json.loads(files["onnx_report.json"].read_text())
     assert report["models"]["fp32"]["file"] == "ssd_mnv2_raw.onnx"
     assert report["models"]["int8"]["file"] == "ssd_mnv2_raw_int8.onnx"
-    assert "mAP@0.5_drop_points" in report["int8_vs_fp32"] and report["evaluation_set"]["images"] == 100
+    # An untrained model: no mAP (it was not trained on the synthetic shapes), agreement on held-out images.
+    assert "mAP@0.5_drop_points" not in report["int8_vs_fp32"] and not report["evaluation_set"]["labelled"]
+    assert report["evaluation_set"]["images"] > 0 and 0 <= report["int8_vs_fp32"]["agreement"]["recall"] <= 1
     assert set(report["int8_vs_fp32"]["raw_output_difference"]) == {"box_encodings", "class_predictions"}
     assert "| ssd_mnv2_raw_int8.onnx |" in files["onnx_report.md"].read_text()
     assert not (files["saved_model"].parent / "report.json").exists()  # the TFLite report's name stays free

@@ -188,7 +188,7 @@ def test_edgetpu_export_from_the_cli(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["saved_model", "ssd_mnv2_int8.tflite", "ssd_mnv2_int8_edgetpu_report.md"]
     assert "edgetpu_compiler is not on PATH; ssd_mnv2_int8.tflite is ready for it" in err
-    assert "converting to ssd_mnv2_int8.tflite, calibrating on 4 images" in err
+    assert "converting to ssd_mnv2_int8.tflite, calibrated on 4 images" in err
     # The Edge TPU gets the whole network; the postprocess op and its two
     # dequantize inputs stay on the CPU, as in Coral's own SSD models.
     summary = next(line for line in err.splitlines() if "Edge TPU:" in line)
@@ -225,7 +225,7 @@ def test_the_export_command_shows_its_own_lines_only(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert all(line.startswith("ssdkit export: ") for line in lines), done.stderr
-    assert "ssdkit export: converting to ssd_mnv2_int8.tflite, calibrating on 2 images" in lines
+    assert "ssdkit export: converting to ssd_mnv2_int8.tflite, calibrated on 2 images" in lines
     assert done.stdout.split() == [str(tmp_path / "out" / name) for name in ("saved_model", "ssd_mnv2_int8.tflite")]
 
 

@@ -7,6 +7,7 @@ living in its own source-to-destination module (``savedmodel/``,
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,11 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
     from .tflite.savedmodel2tflite import export_tflite
 
     calibration = None
-    if options.tflite.quant == "int8":
+    if model.qat is not None:  # trained ranges: nothing to calibrate
+        if options.keep_float_auto:
+            raise ValueError("--keep-float auto needs calibration; a QAT checkpoint exports with its trained ranges")
+        options = dataclasses.replace(options, tflite=dataclasses.replace(options.tflite, qat=True))
+    elif options.tflite.quant == "int8":
         calibration = representative_images(options.calib_data, options.calib_samples)
     saved_model = export_savedmodel(model, out_dir / SAVEDMODEL_FOLDER)
     tflite = export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)

@@ -23,11 +23,13 @@ class UntrainedWarning(UserWarning):
 class SSDModel:
     """A built network with its definition. ``keras_model`` maps a normalized
     float image batch [B, H, W, 3] to {"box_encodings": [B, A, 4],
-    "class_predictions": [B, A, C+1] logits}."""
+    "class_predictions": [B, A, C+1] logits}; with ``qat`` set it is the
+    fake-quantized network of ``models/qat.py``."""
 
     keras_model: keras.Model
     definition: ModelDefinition
     backbone: keras.Model
+    qat: dict | None = None  # quantization-aware training: the checkpoint's record (models/qat.py)
 
     @property
     def spec(self) -> ModelSpec:

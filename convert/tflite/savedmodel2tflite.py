@@ -74,6 +74,8 @@ class TFLiteOptions:
     keep_float: int8 only: layers (their output tensor names, as the
       quantization debugger and report.md name them) left in float, with
       quantize/dequantize ops around them.
+    qat: the SavedModel holds a quantization-aware network (``ssdkit train
+      --qat``): int8 uses the ranges it trained, with no calibration pass.
     """
 
     quant: Quant = "int8"
@@ -86,6 +88,7 @@ class TFLiteOptions:
     detections_per_class: int | None = None
     edgetpu: bool = False
     keep_float: tuple[str, ...] = ()
+    qat: bool = False  # the SavedModel is a QAT network's: int8 takes its trained ranges, no calibration
 
     def __post_init__(self):
         object.__setattr__(self, "keep_float", tuple(self.keep_float))  # hashable, whatever sequence was given
@@ -108,6 +111,8 @@ class TFLiteOptions:
                              "(a float input's quantize op would put the whole model on the CPU)")
         if self.keep_float:
             self.check_float_layers()
+        if self.qat and self.keep_float:
+            raise ValueError("--keep-float needs calibration; a QAT model is exported with its trained ranges")
 
     def check_float_layers(self) -> None:
         """Raises unless this export can keep layers in float (``--keep-float``)."""
@@ -205,8 +210,12 @@ def _converter(raw, spec: ModelSpec, options: TFLiteOptions, calibration: Sequen
     if options.quant == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif options.quant == "int8":
-        converter.representative_dataset = _representative(spec, calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not options.qat:  # a QAT graph carries its ranges in fake-quant ops
+            converter.representative_dataset = _representative(spec, calibration)
+            # TF 2.20 rejects INT8-only ops without a representative dataset even for a
+            # QAT graph (a metrics hook checks before it looks at the graph); a QAT
+            # export is checked to be integer-only after conversion instead (qat_export.py).
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = IO_TYPES[options.io]
         # The postprocess op's outputs are float whatever the body; raw outputs follow --io.
         converter.inference_output_type = tf.float32 if options.nms else IO_TYPES[options.io]
@@ -247,7 +256,7 @@ def loaded_converter(saved_model: Path, spec: ModelSpec, options: TFLiteOptions,
     """The converter ``export_tflite`` would run, for tools that run it their
     own way (the quantization debugger). The SavedModel stays loaded inside the
     block: the converter's function only holds weak references to its variables."""
-    if options.quant == "int8":
+    if options.quant == "int8" and not options.qat:
         calibration = _check_calibration(calibration, spec)
     loaded = _load(saved_model)
     yield _converter(loaded.signatures["raw"], spec, options, calibration)
@@ -278,13 +287,14 @@ def export_tflite_variants(
     """Converts ``saved_model`` once per variant, loading it once, and writes
     each ``out_dir/<file_name>`` atomically. ``calibration``: RGB uint8
     images, needed by int8 variants."""
-    if any(v.quant == "int8" for v in variants):
+    if any(v.quant == "int8" and not v.qat for v in variants):
         calibration = _check_calibration(calibration, spec)
     loaded = _load(saved_model)
     written = []
     for options in variants:
         target = Path(out_dir) / options.file_name(spec.name)
-        detail = f", calibrating on {len(calibration)} images" if options.quant == "int8" else ""
+        detail = f", calibrating on {len(calibration)} images" if options.quant == "int8" and not options.qat else ""
+        detail = ", with the ranges of quantization-aware training" if options.quant == "int8" and options.qat else detail
         log.info(f"converting to {target.name}{detail}")
         model = _convert(loaded.signatures["raw"], spec, options, calibration)
         if options.nms:

@@ -1,0 +1,112 @@
+"""Full-integer quantization of a float ``.tflite`` without TensorFlow: ``ssdkit quantize``.
+
+Google's ai-edge-quantizer (a pip package on top of ai-edge-litert, no
+TensorFlow) calibrates a float TFLite model on sample inputs and rewrites it
+with a per-layer recipe: every supported op int8 (weights per channel,
+activations per tensor), and the layers named in ``int16_layers`` with 16-bit
+activations and 8-bit weights, which keeps the model integer-only where
+``--keep-float`` would leave float islands. The calibration tensors are the
+runtime's own preprocessing of RGB images (``preprocess``), so a device can
+quantize for its own camera's pictures.
+
+The input model is an ssdkit float export (``MODEL_fp32.tflite``, with or
+without the postprocess op, which stays float: it is the op's contract). The
+result keeps float input and output tensors (the quantizer adds the quantize
+op at the input), carries the same spec and labels, and runs in ``Detector``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ssdkit.fileio import atomic_path
+
+from .model_files import embed_in_tflite, read_spec
+from .preprocess import preprocess
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'ssdkit[quantize]' (ai-edge-quantizer)"
+
+
+def _quantizer_module():
+    try:
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError as exc:
+        raise RuntimeError(f"ssdkit quantize needs ai-edge-quantizer: {INSTALL_HINT} ({exc})") from None
+    return quantizer, recipe
+
+
+def calibration_tensors(spec: ModelSpec, images: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """The runtime's preprocessing of each RGB image. The first tensor gets one
+    black and one white pixel, so the input's range is exactly that of pixels
+    0..255 (as the TF converter's calibration in ssdkit's exports)."""
+    extremes = preprocess(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8),
+                          dataclasses.replace(spec.preprocessing, input_height=1, input_width=2))[0]
+    tensors = []
+    for image in images:
+        tensor = preprocess(image, spec.preprocessing)[0]
+        if not tensors:
+            tensor[0, 0, :2] = extremes[0, 0]
+        tensors.append(tensor)
+    if not tensors:
+        raise ValueError("quantization needs calibration images, got none")
+    return tensors
+
+
+def _signature(model: Path) -> tuple[str, str]:
+    """(signature key, input name) of the model's one signature."""
+    from .backends.tflite import interpreter_module
+
+    interpreter = interpreter_module().Interpreter(model_path=str(model))
+    signatures = interpreter.get_signature_list()
+    if len(signatures) != 1:
+        raise ValueError(f"{model}: {len(signatures)} signatures, expected 1 (an ssdkit TFLite export)")
+    key, io = next(iter(signatures.items()))
+    if len(io["inputs"]) != 1:
+        raise ValueError(f"{model}: {len(io['inputs'])} inputs, expected 1 image input")
+    return key, io["inputs"][0]
+
+
+def _check_float(model: Path) -> None:
+    from .backends.tflite import interpreter_module
+
+    interpreter = interpreter_module().Interpreter(model_path=str(model))
+    dtype = interpreter.get_input_details()[0]["dtype"]
+    if dtype != np.float32:
+        raise ValueError(f"{model}: input is {np.dtype(dtype).name}, expected a float32 model "
+                         "(quantize the fp32 export, e.g. MODEL_fp32.tflite)")
+
+
+def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: str | Path,
+                    int16_layers: Sequence[str] = (), spec: ModelSpec | None = None) -> Path:
+    """Writes ``out``: ``float_model`` quantized to int8, with ``int16_layers``
+    (output tensor names) at 16-bit activations; calibrated on ``images`` (RGB uint8).
+
+    Raises ValueError for a model that is not float or carries no spec, and
+    RuntimeError when ai-edge-quantizer is not installed."""
+    quantizer, recipe = _quantizer_module()
+    float_model, out = Path(float_model), Path(out)
+    spec = spec or read_spec(float_model)
+    if spec is None:
+        raise ValueError(f"{float_model}: no embedded ssdkit spec (quantize an ssdkit fp32 export)")
+    _check_float(float_model)
+    key, input_name = _signature(float_model)
+    tensors = calibration_tensors(spec, images)
+    q = quantizer.Quantizer(str(float_model), recipe.static_wi8_ai8())
+    for name in int16_layers:
+        q.add_static_config(regex=f"^{re.escape(name)}$", operation_name=recipe.TFLOperationName.ALL_SUPPORTED,
+                            activation_num_bits=16, weight_num_bits=8)
+    log.info(f"calibrating {float_model.name} on {len(tensors)} images"
+             + (f", {len(int16_layers)} layers at 16-bit activations" if int16_layers else ""))
+    calibration = q.calibrate({key: [{input_name: t} for t in tensors]})
+    result = q.quantize(calibration, enable_progress_report=False)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(embed_in_tflite(bytes(result.quantized_model), spec))
+    return out

@@ -81,6 +81,10 @@ def register(subparsers) -> None:
                         help="int8: layers left in float: none (default); auto: when the report's mAP@0.5 drop exceeds "
                              "--max-map-drop, the quantization debugger's worst 3 to 10 layers, until within it; or "
                              "NAME,NAME (output tensor names, as report.md lists them). Not with --edgetpu")
+    tflite.add_argument("--recipe", choices=("none", "auto"), default="none",
+                        help="int8: also MODEL_recipe.tflite, every op integer: the quantization debugger's worst "
+                             "layers at 16-bit activations, the rest int8 (ai-edge-quantizer), measured in "
+                             "recipe_report.md (default none)")
     onnx = export.add_argument_group("ONNX")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     onnx.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
@@ -155,7 +159,8 @@ def _export(args) -> int:
     options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
                             report=not args.no_report, max_map_drop=args.max_map_drop,
                             keep_float_auto=args.keep_float == "auto", opset=args.opset,
-                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32")
+                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32",
+                            recipe=args.recipe)
     out = Path(args.out or f"build/{weights.definition.name if weights else model_name}")
     check_writable_folder(out)
     model = prepare_model(

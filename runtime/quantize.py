@@ -9,16 +9,21 @@ activations and 8-bit weights, which keeps the model integer-only where
 runtime's own preprocessing of RGB images (``preprocess``), so a device can
 quantize for its own camera's pictures.
 
-The input model is an ssdkit float export (``MODEL_fp32.tflite``, with or
-without the postprocess op, which stays float: it is the op's contract). The
-result keeps float input and output tensors (the quantizer adds the quantize
-op at the input), carries the same spec and labels, and runs in ``Detector``.
+The input model is an ssdkit float export with raw outputs
+(``MODEL_fp32_nonms.tflite``): the quantizer makes the model's inputs and
+outputs int8 too, which would turn the postprocess op's boxes and scores into
+8-bit numbers, so the runtime's decoder (TFLite's op in numpy) does the
+postprocessing instead. The result carries the same spec and labels, its
+output roles renamed to the quantized outputs, and runs in ``Detector``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
+import sys
+import types
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -60,6 +65,23 @@ def calibration_tensors(spec: ModelSpec, images: Iterable[np.ndarray]) -> list[n
     return tensors
 
 
+@contextlib.contextmanager
+def _quiet_bars():
+    """ai-edge-quantizer draws tqdm bars whatever stderr is; ssdkit draws bars on a terminal only."""
+    if sys.stderr.isatty():
+        yield
+        return
+    import tqdm
+    from ai_edge_quantizer.utils import progress_utils
+
+    module = progress_utils.tqdm
+    progress_utils.tqdm = types.SimpleNamespace(tqdm=lambda **kwargs: tqdm.tqdm(**{**kwargs, "disable": True}))
+    try:
+        yield
+    finally:
+        progress_utils.tqdm = module
+
+
 def _signature(model: Path) -> tuple[str, str]:
     """(signature key, input name) of the model's one signature."""
     from .backends.tflite import interpreter_module
@@ -97,6 +119,9 @@ def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: 
     if spec is None:
         raise ValueError(f"{float_model}: no embedded ssdkit spec (quantize an ssdkit fp32 export)")
     _check_float(float_model)
+    if spec.outputs is not None and spec.outputs.kind != "raw":
+        raise ValueError(f"{float_model}: has the postprocess op; quantize the raw export (MODEL_fp32_nonms.tflite), "
+                         "the runtime decodes its outputs")
     key, input_name = _signature(float_model)
     tensors = calibration_tensors(spec, images)
     q = quantizer.Quantizer(str(float_model), recipe.static_wi8_ai8())
@@ -105,8 +130,27 @@ def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: 
                             activation_num_bits=16, weight_num_bits=8)
     log.info(f"calibrating {float_model.name} on {len(tensors)} images"
              + (f", {len(int16_layers)} layers at 16-bit activations" if int16_layers else ""))
-    calibration = q.calibrate({key: [{input_name: t} for t in tensors]})
-    result = q.quantize(calibration, enable_progress_report=False)
+    with _quiet_bars():
+        calibration = q.calibrate({key: [{input_name: t} for t in tensors]})
+        result = q.quantize(calibration, enable_progress_report=False)
+    model = bytes(result.quantized_model)
     with atomic_path(out) as tmp:
-        tmp.write_bytes(embed_in_tflite(bytes(result.quantized_model), spec))
+        tmp.write_bytes(embed_in_tflite(model, _renamed_outputs(spec, model)))
     return out
+
+
+def _renamed_outputs(spec: ModelSpec, model: bytes) -> ModelSpec:
+    """The spec with its output roles pointing at the quantized model's outputs
+    (the quantizer appends ``_quantized`` to the names of outputs it quantizes)."""
+    from .backends.tflite import interpreter_module
+
+    names = [d["name"] for d in interpreter_module().Interpreter(model_content=model).get_output_details()]
+    if spec.outputs is None:
+        return spec
+    renamed = []
+    for role, name in spec.outputs.names:
+        found = [n for n in (name, f"{name}_quantized") if n in names]
+        if not found:
+            raise ValueError(f"the quantized model has no output for {role} ({name!r}); its outputs are {names}")
+        renamed.append((role, found[0]))
+    return dataclasses.replace(spec, outputs=dataclasses.replace(spec.outputs, names=tuple(renamed)))

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "ssdkit.evaluation.verify_cli",
     "ssdkit.evaluation.bench_cli",
     "ssdkit.runtime.cli",
+    "ssdkit.runtime.quantize_cli",
     "ssdkit.runtime.camera.cli",
     "ssdkit.devices.cli",
 )
@@ -38,6 +39,7 @@ _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
     "official": "convert", "flatbuffers": "convert", "PIL": "eval", "pycocotools": "eval",
     "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
+    "ai_edge_quantizer": "quantize",
 }
 
 

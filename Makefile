@@ -12,18 +12,19 @@ QUANT ?= int8
 PYTEST_ARGS ?=
 
 WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
+FORCE_ARG = $(if $(FORCE),--force,)
 
 DATA ?=
 STEPS ?= 20000
 
-.PHONY: help venv test savedmodel tflite onnx all clean train qat demo-weights bench
+.PHONY: help venv test savedmodel tflite onnx all clean train qat demo-weights bench zoo-costs
 
 help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
 	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | qat WEIGHTS=ckpt.npz | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
-	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8)"
+	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,13 +38,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 savedmodel: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 tflite: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 onnx: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 all: savedmodel tflite onnx
 
@@ -73,6 +74,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# The parameter and FLOP counts `ssdkit models` prints (convert/data/zoo_costs.json):
+# builds every zoo network once (~1 min). Run after changing a network.
+zoo-costs: $(STAMP)
+	$(BIN)/python tools/zoo_costs.py
 
 # The camera loop's soak test: 4000 frames from a video file with every
 # output on; resident memory must stay flat. Not part of `make test`.

@@ -2,29 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from ssdkit.runtime import limits
+from ssdkit.runtime.limits import arg, span
 
 from .zoo import DEFAULT_MODEL
 
 
-def _input_size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW") from None
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or HxW")
-    return (parts[0], parts[-1])
+from .onnx.options import DEFAULT_OPSET
 
 
 def _labels(path: str) -> tuple[str, ...]:
     try:
         lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{path}: cannot read labels file ({exc.strerror})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"{path}: cannot read labels file ({getattr(exc, 'strerror', None) or exc})") from None
     labels = tuple(line.strip() for line in lines if line.strip())
     if not labels:
         raise argparse.ArgumentTypeError(f"{path}: labels file has no labels")
+    if len(labels) > limits.MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"{path}: {limits.LIMITS['num_classes'].error(len(labels))}")
     return labels
 
 
@@ -43,7 +42,6 @@ def register(subparsers) -> None:
     from .zoo import ZOO
 
     models = subparsers.add_parser("models", help="list the model zoo with input size, anchors, parameters and FLOPs")
-    models.add_argument("--no-build", action="store_true", help="skip building the networks (no parameter/FLOP counts)")
     models.set_defaults(handler=_models)
 
     export = subparsers.add_parser("export", help="export a zoo model or a checkpoint (SavedModel, TFLite, ONNX)")
@@ -51,32 +49,45 @@ def register(subparsers) -> None:
                                         f"else {DEFAULT_MODEL})")
     export.add_argument("--format", default="savedmodel", help="savedmodel, tflite or onnx (default savedmodel)")
     export.add_argument("--out", help="output folder (default build/MODEL/)")
+    export.add_argument("--force", action="store_true",
+                        help="replace files of another model (or not written by ssdkit) in --out; without it "
+                             "the export refuses to start and names them")
     export.add_argument("--weights", default="auto",
                         help="ssdkit checkpoint (.npz) to export (it knows its model: no --model needed), none "
                              "(untrained), or auto (default): the shipped demo weights where the zoo has them "
                              "(ssd_mnv2) and the network is not customised")
     export.add_argument("--backbone-weights", default="auto",
                         help="ImageNet backbone weights for an untrained model: auto (the Keras cache, if present), none, or an .h5 path")
-    export.add_argument("--width", type=float, help="width multiplier (default 1.0)")
-    export.add_argument("--input-size", type=_input_size, help="input size N or HxW (default: the model's)")
-    export.add_argument("--labels", type=_labels, help="labels file, one class per line (default: the 90 COCO slots)")
-    export.add_argument("--num-classes", type=int, help="number of classes, named class_1..class_N (instead of --labels)")
+    export.add_argument("--width", type=arg("width"), help=f"width multiplier, {span('width')} (default 1.0)")
+    export.add_argument("--input-size", type=limits.InputSizeArg(),
+                        help=f"input size N or HxW, each side {span('input_side')} and one the model accepts "
+                             "(FPN: a multiple of 32) (default: the model's)")
+    export.add_argument("--labels", type=_labels,
+                        help=f"labels file, one class per line, at most {limits.MAX_CLASSES} (default: the 90 COCO slots)")
+    export.add_argument("--num-classes", type=arg("num_classes"),
+                        help=f"number of classes, {span('num_classes')}, named class_1..class_N (instead of --labels)")
     tflite = export.add_argument_group("TFLite")
     tflite.add_argument("--quant", help="fp32, fp16, dynamic or int8 (full-integer, calibrated; the TFLite default); "
                                         "ONNX: fp32 (default) or int8 (static QDQ, calibrated)")
     tflite.add_argument("--io", default="uint8", help="int8 model input/output type: uint8 (default), int8 or float")
     tflite.add_argument("--no-nms", action="store_true", help="leave out the postprocess op: raw box encodings and scores")
     tflite.add_argument("--regular-nms", action="store_true", help="per-class NMS in the op (default: fast NMS)")
-    tflite.add_argument("--max-detections", type=int, help="detections per image (default: the model's, 100)")
-    tflite.add_argument("--score-threshold", type=float, help="NMS score threshold (default: the model's)")
-    tflite.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's, 0.6)")
-    tflite.add_argument("--detections-per-class", type=int, help="regular NMS: detections per class (default 100)")
+    tflite.add_argument("--max-detections", type=arg("max_detections"),
+                        help=f"detections per image, {span('max_detections')} (default: the model's, 100)")
+    tflite.add_argument("--score-threshold", type=arg("score_threshold"),
+                        help=f"NMS score threshold, {span('score_threshold')} (default: the model's)")
+    tflite.add_argument("--iou-threshold", type=arg("iou_threshold"),
+                        help=f"NMS IoU threshold, {span('iou_threshold')} (default: the model's, 0.6)")
+    tflite.add_argument("--detections-per-class", type=arg("detections_per_class"),
+                        help=f"regular NMS: detections per class, {span('detections_per_class')} (default 100)")
     tflite.add_argument("--edgetpu", action="store_true",
                         help="int8 for the Edge TPU: compatibility report, and edgetpu_compiler if installed")
     tflite.add_argument("--calib-data", help="calibration images: a folder, a video, a COCO JSON, a VOC folder (default: synthetic)")
-    tflite.add_argument("--calib-samples", type=int, default=100, help="calibration images to use (default 100)")
+    tflite.add_argument("--calib-samples", type=arg("calib_samples"), default=100,
+                        help=f"calibration images to use, {span('calib_samples')} (default 100)")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
-    tflite.add_argument("--max-map-drop", type=float, default=1.0, help="int8: mAP@0.5 points the report accepts (default 1)")
+    tflite.add_argument("--max-map-drop", type=arg("max_map_drop"), default=1.0,
+                        help=f"int8: mAP@0.5 points the report accepts, {span('max_map_drop')} (default 1)")
     tflite.add_argument("--keep-float", type=_keep_float, default="none",
                         help="int8: layers left in float: none (default); auto: when the report's mAP@0.5 drop exceeds "
                              "--max-map-drop, the quantization debugger's worst 3 to 10 layers, until within it; or "
@@ -86,11 +97,12 @@ def register(subparsers) -> None:
                              "layers at 16-bit activations, the rest int8 (ai-edge-quantizer), measured in "
                              "recipe_report.md (default none)")
     onnx = export.add_argument_group("ONNX")
-    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    onnx.add_argument("--opset", type=arg("opset"), default=DEFAULT_OPSET,
+                      help=f"ONNX opset, {span('opset')} (default {DEFAULT_OPSET})")
     onnx.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
     onnx.add_argument("--onnx-nms", action="store_true",
                       help="also MODEL_nms.onnx: box decoding and NonMaxSuppression in the graph, the OD API's four outputs")
-    export.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (default 0)")
+    export.add_argument("--seed", type=arg("seed"), default=0, help=f"seed for the random initialisation, {span('seed')} (default 0)")
     export.set_defaults(handler=_export)
 
     from .train.cli import register as register_train
@@ -99,74 +111,77 @@ def register(subparsers) -> None:
 
 
 def _models(args) -> int:
+    """The zoo from its specs and the stored costs (``zoo_costs()``): no network is built."""
     from ssdkit.tables import text_table
 
-    from .zoo import ZOO, ModelConfig, model_spec
+    from .zoo import ZOO, ModelConfig, model_spec, zoo_costs
 
+    costs = zoo_costs()
     rows = []
     for name, entry in ZOO.items():
         spec = model_spec(ModelConfig(name))
-        params = flops = "-"
-        if not args.no_build:
-            from .models.ssd import build_model
-            from .models.flops import count_macs
-
-            keras_model = build_model(ModelConfig(name).definition()).keras_model
-            params = f"{keras_model.count_params() / 1e6:.2f}M"
-            flops = f"{2 * count_macs(keras_model) / 1e9:.2f}"
         height, width = spec.input_size
-        rows.append((name, f"{height}x{width}", str(spec.num_anchors), params, flops, entry.description))
+        params = f"{costs[name]['params'] / 1e6:.2f}M" if name in costs else "-"
+        gflops = f"{2 * costs[name]['macs'] / 1e9:.2f}" if name in costs else "-"
+        rows.append((name, f"{height}x{width}", str(spec.num_anchors), params, gflops, entry.description))
     print(text_table(("model", "input", "anchors", "params", "GFLOPs", "description"), rows))
-    if not args.no_build:
-        print("(90 COCO classes; GFLOPs = 2 x multiply-adds of one image)")
+    print("(90 COCO classes; GFLOPs = 2 x multiply-adds of one image)")
     return 0
 
 
 def _export(args) -> int:
+    """Every option is checked (TensorFlow-free modules only) before the
+    converter is imported and the network built."""
     from ssdkit.fileio import check_writable_folder
 
-    from .checkpoint import prepare_model, read_checkpoint, resolve_model, resolve_weights
-    from .export import EXPORTERS, ExportOptions, export
-    from .tflite.savedmodel2tflite import TFLiteOptions
+    from .checkpoint import read_checkpoint, resolve_model, resolve_weights
+    from .export import ExportOptions, check_format
+    from .export_folder import ExportFolder
+    from .tflite.options import TFLiteOptions
     from .zoo import ModelConfig, get_entry, model_spec
 
     if args.labels and args.num_classes:
         raise ValueError("give --labels or --num-classes, not both")
     labels = args.labels or (tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
-    if args.format not in EXPORTERS:
-        raise ValueError(f"unknown format {args.format!r}; expected one of {', '.join(EXPORTERS)}")
+    check_format(args.format)
     model_name = resolve_model(args.model, args.weights)
     if model_name is not None:
         get_entry(model_name)
-    weights = resolve_weights(model_name, args.weights,
-                              customised=any(v is not None for v in (args.width, args.input_size, labels)))
-    if weights is None:  # validate the options before the slow build
-        model_spec(ModelConfig(model_name, width=args.width or 1.0, input_size=args.input_size, labels=labels))
-    else:  # read before the slow build: a bad file fails now, and the checkpoint names the model
+    customised = any(v is not None for v in (args.width, args.input_size, labels))
+    weights = resolve_weights(model_name, args.weights, customised=customised)
+    spec = None
+    if weights is None or customised:  # the options the network is built with, checked against the architecture
+        if model_name is not None:
+            spec = model_spec(ModelConfig(model_name, width=args.width or 1.0, input_size=args.input_size, labels=labels))
+    if weights is not None:  # read before the slow build: a bad file fails now, and the checkpoint names the model
         weights = read_checkpoint(weights)
-    if args.format == "onnx":
-        from .onnx.quant import check_quant
-        from .onnx.savedmodel2onnx import check_opset
-
-        check_opset(args.opset)
-        check_quant(args.quant or "fp32")
+        if not customised:
+            spec = weights.definition.spec
+    onnx = args.format == "onnx"
     tflite = TFLiteOptions(
-        quant=args.quant or "int8", io=args.io, nms=not args.no_nms, regular_nms=args.regular_nms,
-        max_detections=args.max_detections, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-        detections_per_class=args.detections_per_class, edgetpu=args.edgetpu,
+        quant=args.quant or "int8", io=args.io, nms=not args.no_nms,
+        regular_nms=args.regular_nms, max_detections=args.max_detections, score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold, detections_per_class=args.detections_per_class, edgetpu=args.edgetpu,
         keep_float=args.keep_float if isinstance(args.keep_float, tuple) else (),
     )
     options = ExportOptions(tflite=tflite, calib_data=args.calib_data, calib_samples=args.calib_samples,
                             report=not args.no_report, max_map_drop=args.max_map_drop,
                             keep_float_auto=args.keep_float == "auto", opset=args.opset,
-                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms, onnx_quant=args.quant or "fp32",
-                            recipe=args.recipe)
+                            dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms,
+                            onnx_quant=(args.quant or "fp32") if onnx else "fp32", recipe=args.recipe)
     out = Path(args.out or f"build/{weights.definition.name if weights else model_name}")
     check_writable_folder(out)
+    if spec is not None:  # the spec is known without TensorFlow: refuse a folder of another model before building
+        ExportFolder(out, spec, args.force).check()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .checkpoint import prepare_model
+    from .export import export
+
     model = prepare_model(
         model_name, weights, width=args.width, input_size=args.input_size, labels=labels,
         backbone_weights=args.backbone_weights, seed=args.seed,
     )
-    for path in export(model, args.format, out, options):
+    for path in export(model, args.format, out, options, force=args.force):
         print(path)
     return 0

@@ -1,9 +1,14 @@
 """``ssdkit export``: one entry point, one small registry of formats.
 
-Each format is a function ``(model, out_dir, options) -> [written paths]``
+Each format is a function ``(model, out_dir, options, saved_model) -> [written paths]``
 living in its own source-to-destination module (``savedmodel/``,
-``tflite/``, ``onnx/``); this module only dispatches. The model comes from
-``checkpoint.prepare_model``.
+``tflite/``, ``onnx/``); this module only dispatches. ``saved_model()``
+writes the SavedModel every format starts from, through ``ExportFolder``
+(``export_folder.py``: no files of another model are left beside the new
+ones); an exporter calls it once its inputs (calibration data) are read, so a
+bad input writes nothing. The model comes from ``checkpoint.prepare_model``.
+Importing this module (and the options) needs no TensorFlow: the command
+line validates the options before the converter is loaded.
 """
 from __future__ import annotations
 
@@ -11,12 +16,18 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ssdkit.runtime.model_files import SAVEDMODEL_FOLDER
+from ssdkit.runtime import limits
 
-from .models.ssd import SSDModel
-from .tflite.savedmodel2tflite import TFLiteOptions
+from .export_folder import ExportFolder
+from .onnx.options import DEFAULT_OPSET, check_opset, check_quant
+from .tflite.options import TFLiteOptions
+
+if TYPE_CHECKING:
+    from .models.ssd import SSDModel
+
+FORMATS = ("savedmodel", "tflite", "onnx")
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +39,19 @@ class ExportOptions:
     tflite: TFLiteOptions = TFLiteOptions()
     calib_data: str | None = None  # None: the built-in synthetic images
     calib_samples: int = 100
-    opset: int = 17
+    opset: int = DEFAULT_OPSET
     dynamic_batch: bool = False
     onnx_nms: bool = False  # also <model>_nms[_int8].onnx: decoding and NonMaxSuppression in the graph
     onnx_quant: str = "fp32"  # int8: also <model>_raw_int8.onnx (static QDQ) and onnx_report.json / .md
     report: bool = True  # int8 only: compare with fp32 in report.json / .md (ONNX: onnx_report.json / .md)
     max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
     keep_float_auto: bool = False  # TFLite int8 over max_map_drop: keep its worst layers in float (quant_debug.py)
-    recipe: str = "none"  # "auto": also MODEL_recipe.tflite, sensitive layers at int16 activations (tflite/recipes.py)
+    recipe: str = "none"  # "auto": also MODEL_recipe_nonms.tflite, sensitive layers at int16 activations (tflite/recipes.py)
 
     def __post_init__(self):
+        limits.check(calib_samples=self.calib_samples, max_map_drop=self.max_map_drop)
+        check_opset(self.opset)
+        check_quant(self.onnx_quant)
         if self.keep_float_auto:
             self.tflite.check_float_layers()
             if self.tflite.keep_float:
@@ -52,19 +66,18 @@ class ExportOptions:
                              "(not --no-report, --edgetpu or a QAT checkpoint)")
 
 
-Exporter = Callable[[SSDModel, Path, ExportOptions], "list[Path]"]
+Exporter = Callable[["SSDModel", Path, ExportOptions, Callable[[], Path]], "list[Path]"]
 
 
-def _savedmodel(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
-    from .savedmodel.keras2savedmodel import export_savedmodel
+def _savedmodel(model: SSDModel, out_dir: Path, options: ExportOptions,
+                write_saved_model: Callable[[], Path]) -> list[Path]:
+    return [write_saved_model()]
 
-    return [export_savedmodel(model, out_dir / SAVEDMODEL_FOLDER)]
 
-
-def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
+def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions,
+            write_saved_model: Callable[[], Path]) -> list[Path]:
     from ssdkit.calibration.representative import representative_images
 
-    from .savedmodel.keras2savedmodel import export_savedmodel
     from .tflite.savedmodel2tflite import export_tflite
 
     calibration = None
@@ -74,7 +87,7 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path
         options = dataclasses.replace(options, tflite=dataclasses.replace(options.tflite, qat=True))
     elif options.tflite.quant == "int8":
         calibration = representative_images(options.calib_data, options.calib_samples)
-    saved_model = export_savedmodel(model, out_dir / SAVEDMODEL_FOLDER)
+    saved_model = write_saved_model()
     tflite = export_tflite(saved_model, model.spec, out_dir, options.tflite, calibration)
     written = [saved_model, tflite]
     if options.tflite.edgetpu:
@@ -124,19 +137,18 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
     return [path for path in dict.fromkeys([fp32, int8_raw, fp32_raw, *report]) if path != int8]
 
 
-def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
+def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions,
+          write_saved_model: Callable[[], Path]) -> list[Path]:
     """The raw file, then what derives from it: int8, NMS variants, report."""
     from ssdkit.calibration.representative import representative_images
 
-    from .savedmodel.keras2savedmodel import export_savedmodel
     from .onnx.nms import export_onnx_nms
-    from .onnx.quant import check_quant, quantize_onnx
-    from .onnx.savedmodel2onnx import check_opset, export_onnx
+    from .onnx.quant import quantize_onnx
+    from .onnx.savedmodel2onnx import export_onnx
 
-    check_opset(options.opset)  # the options first: a wrong one writes nothing
-    int8 = check_quant(options.onnx_quant) == "int8"
+    int8 = options.onnx_quant == "int8"
     calibration = representative_images(options.calib_data, options.calib_samples) if int8 else None
-    saved_model = export_savedmodel(model, out_dir / SAVEDMODEL_FOLDER)
+    saved_model = write_saved_model()
     raw = [export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]
     if int8:
         raw.append(quantize_onnx(raw[0], calibration))
@@ -152,16 +164,32 @@ def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions) -> list[Path]:
     return written
 
 
-EXPORTERS: dict[str, Exporter] = {
-    "savedmodel": _savedmodel,
-    "tflite": _tflite,
-    "onnx": _onnx,
-}
+EXPORTERS: dict[str, Exporter] = dict(zip(FORMATS, (_savedmodel, _tflite, _onnx)))
 
 
-def export(model: SSDModel, fmt: str, out_dir: str | Path, options: ExportOptions = ExportOptions()) -> list[Path]:
-    if fmt not in EXPORTERS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(EXPORTERS)}")
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def export(model: SSDModel, fmt: str, out_dir: str | Path, options: ExportOptions = ExportOptions(),
+           force: bool = False) -> list[Path]:
+    """Writes ``model`` as ``fmt`` into ``out_dir``; returns the paths written.
+
+    Raises ``FileExistsError`` (before writing anything) when ``out_dir``
+    holds files of another model or files ssdkit did not write at the names
+    it writes, unless ``force``: then those are removed, each named on stderr.
+    """
+    check_format(fmt)
     out_dir = Path(out_dir)
+    folder = ExportFolder(out_dir, model.spec, force)
+    folder.check()
     log.info(f"writing {fmt} of {model.spec.name} to {out_dir}/")
-    return EXPORTERS[fmt](model, out_dir, options)
+
+    def write_saved_model() -> Path:
+        from .savedmodel.keras2savedmodel import export_savedmodel
+
+        return folder.put_saved_model(lambda target: export_savedmodel(model, target))
+
+    return EXPORTERS[fmt](model, out_dir, options, write_saved_model)

@@ -9,12 +9,15 @@ pipeline configs (``ssd_mobilenet_v1_coco``, ``ssd_mobilenet_v2_coco``,
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Literal
 
+from ssdkit.runtime import limits
+from ssdkit.runtime.limits import MAX_INPUT_SIDE, MIN_INPUT_SIDE
 from ssdkit.runtime.spec import (ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing,
                                  build, json_value)
 
@@ -65,7 +68,6 @@ class ZooEntry:
     anchors: MultipleGridAnchors | MultiscaleGridAnchors
 
 
-MIN_INPUT_SIDE = 32  # the smallest image the Keras MobileNets accept
 DEFAULT_MODEL = "ssd_mnv2"  # what export and train build without --model or a checkpoint
 
 _SSD_ANCHORS = MultipleGridAnchors()  # min 0.2, max 0.95, ratios 1, 2, 1/2, 3, 1/3
@@ -120,8 +122,20 @@ def coco_labels() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
+def zoo_costs() -> dict[str, dict[str, int]]:
+    """Parameters and multiply-adds of one image per zoo model (default input
+    size and width, 90 classes), measured once by ``tools/zoo_costs.py``."""
+    return json.loads(resources.files("ssdkit.convert").joinpath("data/zoo_costs.json").read_text())
+
+
 # Checkpoints shipped in convert/weights/ (see its README.md: recipe and scores).
 SHIPPED_WEIGHTS = {"ssd_mnv2": "ssd_mnv2_shapes.npz"}
+
+
+def uses_shipped_weights(name: str, weights: str | None, customised: bool) -> bool:
+    """Whether ``--weights`` (a path, "none", or "auto"/None) means the demo
+    checkpoint shipped for ``name``: "auto" on a network that is not customised."""
+    return weights in (None, "auto") and not customised and name in SHIPPED_WEIGHTS
 
 
 def shipped_weights(name: str) -> Traversable | None:
@@ -230,14 +244,14 @@ def model_spec(config: ModelConfig) -> ModelSpec:
     height, width = config.input_size or (entry.input_size, entry.input_size)
     multiple = arch.size_multiple
     for side in (height, width):
-        if side < MIN_INPUT_SIDE or side % multiple:
-            hint = f"a multiple of {multiple} and at least {MIN_INPUT_SIDE}" if multiple > 1 else f"at least {MIN_INPUT_SIDE}"
+        if not MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE or side % multiple:
+            hint = (f"a multiple of {multiple} " if multiple > 1 else "") + f"from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}"
             raise ValueError(f"input size {height}x{width} is not supported by {entry.name}: each side must be {hint}")
-    if not config.width > 0:
-        raise ValueError(f"width multiplier {config.width} is not supported: it must be positive")
+    limits.check(width=config.width)
     labels = config.labels if config.labels is not None else coco_labels()
     if not labels:
         raise ValueError("a model needs at least one class label")
+    limits.check(num_classes=len(labels))
     return ModelSpec(
         name=entry.name,
         preprocessing=Preprocessing(input_height=height, input_width=width),

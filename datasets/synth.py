@@ -19,6 +19,7 @@ import numpy as np
 
 from ssdkit.fileio import atomic_path
 from ssdkit.log import progress
+from ssdkit.runtime import limits
 
 LABELS = ("circle", "square", "triangle", "cross")
 _BASE_COLORS = np.array([[220, 40, 40], [40, 80, 220], [40, 180, 60], [235, 200, 30]], np.float32)
@@ -102,6 +103,7 @@ def generate(out_dir: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE) -
     """Writes ``images/*.jpg`` and a COCO ``annotations.json`` to ``out_dir`` atomically."""
     from PIL import Image
 
+    limits.check(dataset_size=n, seed=seed, image_side=size)
     out_dir = Path(out_dir)
     images, annotations = [], []
     with atomic_path(out_dir, directory=True) as tmp:

@@ -23,6 +23,7 @@ from pathlib import Path
 from .verify import PARITY_HEADER, Row, find_artifacts, parity_cells, verify
 from ssdkit.devices.profiles import guess_device, load_profile
 from ssdkit.fileio import atomic_path, write_text_atomic
+from ssdkit.runtime import limits
 from ssdkit.tables import markdown_table
 
 from .evaluate import DEFAULT_THRESHOLD, load_dataset
@@ -50,6 +51,7 @@ def bench(model_dir: str | Path, data: str | None = None, device: str | None = N
     ``images`` images (default: all) of ``data`` (default: synthetic validation).
     Every format runs with the threads of one device profile (default: the
     one this machine looks like), not each backend's own default."""
+    limits.check(runs=runs, images=images, score_threshold=threshold)
     device = device or guess_device()
     profile = load_profile(device)
     artifacts = find_artifacts(model_dir, edgetpu=profile.delegate == "edgetpu")

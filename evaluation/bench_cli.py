@@ -9,6 +9,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
+from ssdkit.runtime.limits import arg, span
+
 
 def register(subparsers) -> None:
     from .evaluate import DEFAULT_THRESHOLD
@@ -19,11 +21,13 @@ def register(subparsers) -> None:
     command.add_argument("model_dir", help="an export folder (saved_model/ and .tflite/.onnx files, e.g. build/ssd_mnv2)")
     command.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate "
                                           "(default: the one this machine looks like)")
-    command.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per format (default {DEFAULT_RUNS})")
+    command.add_argument("--runs", type=arg("runs"), default=DEFAULT_RUNS,
+                         help=f"timed runs per format, {span('runs')} (default {DEFAULT_RUNS})")
     command.add_argument("--data", help="COCO JSON or Pascal VOC folder (default: the synthetic validation split)")
-    command.add_argument("--images", type=int, help="evaluate mAP and parity on the first N images (default: all)")
-    command.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                         help=f"minimum detection score (default {DEFAULT_THRESHOLD})")
+    command.add_argument("--images", type=arg("images"),
+                         help=f"evaluate mAP and parity on the first N images, {span('images')} (default: all)")
+    command.add_argument("--threshold", type=arg("score_threshold"), default=DEFAULT_THRESHOLD,
+                         help=f"minimum detection score, {span('score_threshold')} (default {DEFAULT_THRESHOLD})")
     command.add_argument("--out", help="folder for bench.json, bench.md and bench.png (default MODEL_DIR)")
     command.set_defaults(handler=_bench)
 
@@ -34,8 +38,6 @@ def _bench(args) -> int:
 
     from .bench import bench, problems, table, write_results
 
-    if args.runs < 1 or (args.images is not None and args.images < 1):
-        raise ValueError(f"--runs {args.runs} and --images {args.images}: expected at least 1")
     out = args.out or args.model_dir
     check_writable_folder(out)
     result = bench(args.model_dir, args.data, args.device, args.runs, args.images, args.threshold)

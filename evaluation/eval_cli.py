@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ssdkit.runtime.limits import arg, span
+
 
 def register(subparsers) -> None:
     from .evaluate import DEFAULT_THRESHOLD
@@ -13,10 +15,10 @@ def register(subparsers) -> None:
     command.add_argument("model", help="a .tflite or .onnx file, or a SavedModel folder (needs TensorFlow)")
     command.add_argument("--data", help="COCO JSON or Pascal VOC folder (default: the synthetic validation split)")
     command.add_argument("--json", dest="json_out", metavar="OUT", help="also write the results, per-class AP included, as JSON")
-    command.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                         help=f"minimum detection score (default {DEFAULT_THRESHOLD})")
+    command.add_argument("--threshold", type=arg("score_threshold"), default=DEFAULT_THRESHOLD,
+                         help=f"minimum detection score, {span('score_threshold')} (default {DEFAULT_THRESHOLD})")
     command.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
-    command.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    command.add_argument("--max-images", type=arg("images"), help=f"evaluate the first N images only ({span('images')})")
     command.set_defaults(handler=_eval)
 
 
@@ -26,8 +28,6 @@ def _eval(args) -> int:
 
     from .evaluate import class_mapping, evaluate, load_dataset, open_detector, predict_dataset
 
-    if args.max_images is not None and args.max_images < 1:
-        raise ValueError(f"--max-images {args.max_images}: expected at least 1")
     if args.json_out:
         check_writable_folder(Path(args.json_out).parent)
     dataset = load_dataset(args.data)

@@ -35,7 +35,7 @@ import numpy as np
 
 from ssdkit.datasets.records import Dataset, Record
 from ssdkit.log import progress
-from ssdkit.runtime import Detector
+from ssdkit.runtime import Detector, limits
 from ssdkit.runtime.boxes import iou_matrix
 from ssdkit.runtime.model_files import SAVEDMODEL_FOLDER
 from ssdkit.runtime.roles import RAW_ROLES
@@ -168,6 +168,7 @@ def verify(artifacts: Sequence[Artifact], dataset: Dataset, count: int | None = 
            min_agreement: float = DEFAULT_MIN_AGREEMENT) -> list[Row]:
     """One ``Row`` per artifact, measured on the first ``count`` images of
     ``dataset``. Without a SavedModel among ``artifacts`` only mAP is filled in."""
+    limits.check(images=count, score_threshold=threshold, tolerance=tolerance, agreement=min_agreement)
     records = dataset.records[:count]
     if not records:
         raise ValueError(f"{dataset.source}: no images to verify on")

@@ -9,6 +9,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
+from ssdkit.runtime.limits import arg, span
+
 
 def register(subparsers) -> None:
     from .evaluate import DEFAULT_THRESHOLD
@@ -19,15 +21,16 @@ def register(subparsers) -> None:
                                     description=__doc__.splitlines()[0])
     command.add_argument("model_dir", help="an export folder (saved_model/ and .tflite/.onnx files, e.g. build/ssd_mnv2)")
     command.add_argument("--data", help="COCO JSON or Pascal VOC folder (default: the synthetic validation split)")
-    command.add_argument("--images", type=int, default=DEFAULT_IMAGES, help=f"images to compare on (default {DEFAULT_IMAGES})")
-    command.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+    command.add_argument("--images", type=arg("images"), default=DEFAULT_IMAGES,
+                         help=f"images to compare on, {span('images')} (default {DEFAULT_IMAGES})")
+    command.add_argument("--tolerance", type=arg("tolerance"), default=DEFAULT_TOLERANCE,
                          help="largest raw-output difference a float format may have, relative to the SavedModel's "
-                              f"largest output value (at least 1; default {DEFAULT_TOLERANCE})")
-    command.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                              f"largest output value (at least 1), {span('tolerance')} (default {DEFAULT_TOLERANCE})")
+    command.add_argument("--min-agreement", type=arg("agreement"), default=DEFAULT_MIN_AGREEMENT,
                          help="share of the SavedModel's detections a float file with embedded NMS and no _nonms "
-                              f"twin must find (default {DEFAULT_MIN_AGREEMENT})")
-    command.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                         help=f"minimum detection score for mAP (default {DEFAULT_THRESHOLD})")
+                              f"twin must find, {span('agreement')} (default {DEFAULT_MIN_AGREEMENT})")
+    command.add_argument("--threshold", type=arg("score_threshold"), default=DEFAULT_THRESHOLD,
+                         help=f"minimum detection score for mAP, {span('score_threshold')} (default {DEFAULT_THRESHOLD})")
     command.set_defaults(handler=_verify)
 
 
@@ -37,9 +40,6 @@ def _verify(args) -> int:
 
     from .verify import AGREEMENT_MIN_SCORE, PARITY_HEADER, failed, find_artifacts, parity_cells, verify
 
-    if args.images < 1 or args.tolerance < 0 or not 0 <= args.min_agreement <= 1:
-        raise ValueError(f"--images {args.images}, --tolerance {args.tolerance} and --min-agreement "
-                         f"{args.min_agreement}: expected at least 1, at least 0 and between 0 and 1")
     artifacts = find_artifacts(args.model_dir)
     if not any(artifact.kind == "savedmodel" for artifact in artifacts):
         raise FileNotFoundError(f"{args.model_dir}: no saved_model/ to compare the other formats with")

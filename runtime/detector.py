@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import model_files, roles as output_roles
+from . import limits, model_files, roles as output_roles
 from .backends import Backend, TensorInfo, backend_for_file, open_backend
 from .decoder import Decoder, dequantize
 from .detector_spec import DetectorSpec, load_spec, parse_spec, shipped_specs
@@ -153,6 +153,7 @@ class Detector:
     def __init__(self, model_path: str | Path, device: str | Any | None = None,
                  spec: DetectorSpec | ModelSpec | str | Path | None = None, threads: int | None = None,
                  score_threshold: float = 0.5, backend: str | Callable[[Path, int | None], Backend] | None = None):
+        limits.check(score_threshold=score_threshold, threads=threads)  # before the model is opened
         self.model_path = Path(model_path)
         profile = _profile(device)
         threads = threads or getattr(profile, "threads", None)

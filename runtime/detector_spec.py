@@ -30,6 +30,7 @@ import numpy as np
 
 from . import anchors as anchor_math
 from .box_coder import SSD_SCALES
+from .limits import LIMITS
 from .mediapipe_anchors import MediaPipeSsdAnchors
 from .roles import OutputRoles
 from .spec import (ModelSpec, MultipleGridAnchors, MultiscaleGridAnchors, PostProcessing, Preprocessing, build,
@@ -204,10 +205,8 @@ def validate(spec: DetectorSpec) -> str | None:
         (nms.kind in NMS_KINDS, "nms.kind", nms.kind, "one of " + ", ".join(NMS_KINDS)),
         (not (nms.kind.startswith("tflite") and boxes.kind != "faster_rcnn"), "nms.kind", nms.kind,
          f'"hard" or "weighted" with the "{boxes.kind}" box coder (TFLite\'s op decodes "faster_rcnn" boxes only)'),
-        (0 <= nms.score_threshold <= 1, "nms.score_threshold", nms.score_threshold, "a number in [0, 1]"),
-        (0 < nms.iou_threshold <= 1, "nms.iou_threshold", nms.iou_threshold, "a number in (0, 1]"),
-        (nms.max_detections >= 1, "nms.max_detections", nms.max_detections, "a positive integer"),
-        (nms.detections_per_class >= 1, "nms.detections_per_class", nms.detections_per_class, "a positive integer"),
+        *((LIMITS[key].accepts(getattr(nms, key)), f"nms.{key}", getattr(nms, key), LIMITS[key].describe())
+          for key in ("score_threshold", "iou_threshold", "max_detections", "detections_per_class")),  # limits.py
         (spec.class_offset >= 0, "class_offset", spec.class_offset, "0 or a positive integer"),
     ]
     for ok, name, value, expected in checks:

@@ -7,13 +7,17 @@ device never loads the converter. Handlers raise ``ValueError``,
 into one line on stderr and exit code 2 (``SSDKIT_DEBUG=1`` shows the traceback).
 Every command takes ``-q`` (warnings and errors only) and ``-v`` (debug
 messages and TensorFlow's own logs), before or after its name; ``main``
-hands them to ``ssdkit.log.configure``.
+hands them to ``ssdkit.log.configure``. Argument errors are one line too
+(``ArgumentParser.error``), and numbers are checked against
+``ssdkit.runtime.limits`` while parsing: both before any handler imports
+TensorFlow.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import sys
 import warnings
 from typing import Sequence
 
@@ -43,8 +47,18 @@ _EXTRA_FOR_MODULE = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: "ssdkit detect: error: argument
+    --threshold: score threshold must be a number from 0 to 1, got 2" and
+    exit code 2, without the usage block (``--help`` shows it). Subcommand
+    parsers inherit the class (``add_subparsers`` uses the parent's type)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssdkit", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="ssdkit", description=__doc__.splitlines()[0])
     _add_verbosity(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in _COMMAND_MODULES:
@@ -81,7 +95,10 @@ def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.Argume
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or an argument error (2, its line printed): a code like any other
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     verbosity = -1 if args.quiet else args.verbose
     log.configure(args.command, verbosity)
 
@@ -101,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ssdkit: interrupted", file=log.STDERR)
         return 130
+    except BrokenPipeError:  # `ssdkit models | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail
+        return 0
     except (ValueError, RuntimeError, OSError) as exc:
         if os.environ.get("SSDKIT_DEBUG"):
             raise

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -62,6 +62,20 @@ def check_writable_folder(folder: str | os.PathLike) -> None:
         raise NotADirectoryError(f"{folder}: cannot create the output folder, {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"{folder}: output folder is not writable ({existing} is read-only)")
+
+
+def check_not_inputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
+    """Raises a one-line ``FileExistsError`` if an output (option name ->
+    path, ``None``: not given) is one of ``inputs``: an output never replaces
+    what the command reads (``--video clip.mp4`` for ``--source clip.mp4``)."""
+    existing = [Path(p) for p in inputs if Path(p).exists()]
+    for option, output in outputs.items():
+        if output is None or not Path(output).exists():
+            continue
+        for source in existing:
+            if os.path.samefile(output, source):
+                raise FileExistsError(f"{option} {output} is the input {source}: it would be overwritten; "
+                                      "write the output elsewhere")
 
 
 def _make_parents(folder: Path) -> Path | None:

@@ -25,3 +25,58 @@ def tiny_tflite(tmp_path_factory):
         return exported[key]
 
     return tflite
+
+
+# Runs ``ssdkit.cli.main`` on each argv in one new Python process and reports,
+# for each, the exit code, stderr and which heavy modules were imported by then.
+# TensorFlow itself is never let in: a command that gets that far fails at
+# once (and is reported) instead of running an export or a training.
+_FRESH_CLI = r"""
+import contextlib, io, json, sys
+HEAVY = ("tensorflow", "tf_keras", "keras", "tf2onnx", "onnx", "onnxruntime", "cv2", "pycocotools", "PIL")
+BLOCKED = ("tensorflow", "tf_keras", "keras")
+attempted = set()
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            attempted.add(name.split(".")[0])
+            raise ImportError(f"test: {name} is blocked")
+
+sys.meta_path.insert(0, Block())
+from ssdkit.cli import main
+results = []
+for argv in json.load(sys.stdin):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException as exc:
+            code = f"raised {exc!r}"
+    loaded = {m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}
+    results.append({"argv": argv, "code": code, "stderr": err.getvalue(),
+                    "heavy": sorted((loaded & set(HEAVY)) | attempted)})
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="session")
+def cli_in_fresh_process():
+    """``run(argvs, cwd) -> [{"argv", "code", "stderr", "heavy"}]``: ``ssdkit``
+    on each argv in turn, in one fresh interpreter in folder ``cwd``, so
+    ``heavy`` (the heavy modules imported, or tried, by the time each
+    returned) means something even when this test process has TensorFlow
+    loaded already."""
+    import json
+    import subprocess
+    import sys
+
+    def run(argvs: list[list[str]], cwd) -> list[dict]:
+        result = subprocess.run([sys.executable, "-c", _FRESH_CLI], input=json.dumps(argvs), capture_output=True,
+                                text=True, timeout=300, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    return run

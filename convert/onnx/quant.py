@@ -24,15 +24,7 @@ from ssdkit.runtime.spec import ModelSpec
 
 from .files import one_line, write_onnx
 
-ONNX_QUANTS = ("fp32", "int8")
-
 log = logging.getLogger(__name__)
-
-
-def check_quant(quant: str) -> str:
-    if quant not in ONNX_QUANTS:
-        raise ValueError(f"ONNX export supports --quant {' or '.join(ONNX_QUANTS)}, not {quant!r}")
-    return quant
 
 
 def int8_file_name(raw_path: Path) -> str:

@@ -26,17 +26,9 @@ from ssdkit.runtime.roles import OutputRoles
 from ssdkit.runtime.spec import ModelSpec
 
 from .files import one_line, write_onnx
-
-DEFAULT_OPSET = 17
-SUPPORTED_OPSETS = range(13, 18)
+from .options import DEFAULT_OPSET, check_opset
 
 log = logging.getLogger(__name__)
-
-
-def check_opset(opset: int) -> int:
-    if opset not in SUPPORTED_OPSETS:
-        raise ValueError(f"opset {opset} is not supported, expected {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}")
-    return opset
 
 
 def raw_file_name(model_name: str) -> str:

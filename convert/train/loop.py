@@ -23,6 +23,7 @@ import tf_keras as keras
 from ssdkit.datasets.records import Dataset
 from ssdkit.evaluation.metrics import coco_map
 from ssdkit.log import note, progress
+from ssdkit.runtime import limits
 from ssdkit.runtime.decoder import Decoder
 from ssdkit.runtime.detector_spec import DetectorSpec
 from ssdkit.runtime.preprocess import preprocess
@@ -52,6 +53,11 @@ class TrainConfig:
     freeze_backbone: bool = False
     augment: bool = True
     checkpoint_dtype: str = "float16"
+
+    def __post_init__(self):
+        limits.check(steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                     warmup_steps=self.warmup_steps, checkpoint_every=self.checkpoint_every,
+                     eval_every=self.eval_every, eval_images=self.eval_images, seed=self.seed)
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):

@@ -135,6 +135,22 @@ def open_reader(source: Source) -> Reader:
     return Picamera2Reader(source) if source.kind == "picamera2" else OpenCVReader(source)
 
 
+def check_video_file(source: Source) -> None:
+    """Raises ``OSError`` unless the file ``source`` names gives at least one
+    frame: FFmpeg "opens" many files that are not videos (a text file, a
+    JPEG renamed .mp4) and then delivers nothing, which would end the loop at
+    0 frames as if all were well."""
+    try:
+        reader = open_reader(source)
+    except OSError as exc:
+        raise OSError(f"{source.text}: cannot read this video ({exc})") from exc
+    try:
+        if reader.read() is None:
+            raise OSError(f"{source.text}: not a video OpenCV can decode (no frame in it)")
+    finally:
+        reader.close()
+
+
 class FrameSlot:
     """Hand-off from capture to detection holding one frame. ``put``
     replaces an untaken frame (counted by ``on_drop``) or, with
@@ -215,7 +231,10 @@ class Capture(threading.Thread):
                 if not self._retry(f"cannot open ({exc})"):
                     return
                 continue
+            start = index
             index = self._stream(reader, index)
+            if not self.source.live and index == start and not self._stopping.is_set():
+                raise OSError(f"{self.source.text}: not a video OpenCV can decode (no frame in it)")
             if not self.source.live or self._stopping.is_set() or not self._retry("lost (no frame)"):
                 return
 

@@ -7,8 +7,9 @@ command exits 2. Needs OpenCV (``pip install 'ssdkit[camera]'``).
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import fields
+
+from ..limits import arg, span
 
 
 def register(subparsers) -> None:
@@ -18,8 +19,10 @@ def register(subparsers) -> None:
     camera.add_argument("--source", required=True,
                         help="camera index (0), /dev/videoN, a video file, rtsp://... or http://... URL, or picamera2")
     camera.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
-    camera.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
-    camera.add_argument("--threads", type=int, help="interpreter threads (default: the device profile's)")
+    camera.add_argument("--threshold", type=arg("score_threshold"), default=0.5,
+                        help=f"minimum score, {span('score_threshold')} (default 0.5)")
+    camera.add_argument("--threads", type=arg("threads"),
+                        help=f"interpreter threads, {span('threads')} (default: the device profile's)")
     camera.add_argument("--spec", help="spec JSON (or a shipped spec's name) for a model without an embedded one")
     camera.add_argument("--backend", help="tflite, litert, tflite_runtime, tensorflow, edgetpu or onnx")
     camera.add_argument("--video", help="write the annotated frames to this video (.mp4, .mkv, .mov or .avi)")
@@ -27,31 +30,21 @@ def register(subparsers) -> None:
     camera.add_argument("--serve", metavar="HOST:PORT",
                         help="serve a live preview: / (page), /stream.mjpg, /stats.json (e.g. 127.0.0.1:8080)")
     camera.add_argument("--window", action="store_true", help="show an OpenCV window (q or Esc stops)")
-    camera.add_argument("--max-frames", type=_at_least(1), metavar="N", help="stop after this many frames")
-    camera.add_argument("--stats-every", type=_at_least(0, float), default=10.0, metavar="SECONDS",
-                        help="print running statistics this often (default 10; 0: only at the end)")
+    camera.add_argument("--max-frames", type=arg("frames"), metavar="N",
+                        help=f"stop after this many frames ({span('frames')})")
+    camera.add_argument("--stats-every", type=arg("stats_every"), default=10.0, metavar="SECONDS",
+                        help=f"print running statistics this often, {span('stats_every')} (default 10; 0: only at the end)")
     camera.add_argument("--file-pace", choices=("realtime", "fast"), default="realtime",
                         help="video files: realtime reads at the file's frame rate and drops the frames the "
                              "detector cannot keep up with, like a camera (default); fast processes every "
                              "frame as fast as the pipeline goes")
-    camera.add_argument("--max-retries", type=_at_least(0), metavar="N",
-                        help="give up after this many failed attempts in a row to open or read a live source "
-                             "(default: retry forever)")
-    camera.add_argument("--retry-delay", type=_at_least(0.001, float), default=0.5, metavar="SECONDS",
-                        help="first wait before retrying a live source; doubles each time up to 30 s (default 0.5)")
+    camera.add_argument("--max-retries", type=arg("retries"), metavar="N",
+                        help="give up after this many failed attempts in a row to open or read a live source, "
+                             f"{span('retries')} (default: retry forever)")
+    camera.add_argument("--retry-delay", type=arg("retry_delay"), default=0.5, metavar="SECONDS",
+                        help=f"first wait before retrying a live source, {span('retry_delay')}; doubles each time up "
+                             "to 30 s (default 0.5)")
     camera.set_defaults(handler=_camera)
-
-
-def _at_least(minimum: float, kind: type = int):
-    """An argparse type: a number (``kind``) no smaller than ``minimum``."""
-    def parse(text: str):
-        value = kind(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected at least {minimum:g}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse says "invalid int value: 'x'"
-    return parse
 
 
 def _camera(args) -> int:

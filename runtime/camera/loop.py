@@ -10,8 +10,11 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from ssdkit.fileio import check_not_inputs
+
+from .. import limits
 from ..detector import Detector
-from .capture import Capture, FrameSlot, parse_source
+from .capture import Capture, FrameSlot, check_video_file, parse_source
 from .mjpeg import MjpegServer, parse_address
 from .outputs import JsonlOutput, Outputs, VideoOutput, WindowOutput
 from .pipeline import Pipeline
@@ -43,12 +46,20 @@ class LoopConfig:
     max_retries: int | None = None
     retry_delay: float = 0.5
 
+    def __post_init__(self):
+        limits.check(score_threshold=self.threshold, threads=self.threads, frames=self.max_frames,
+                     stats_every=self.stats_every, retries=self.max_retries, retry_delay=self.retry_delay)
+
 
 def run_loop(config: LoopConfig) -> dict:
     """Runs until the source ends, ``max_frames``, SIGINT/SIGTERM or the
     window's q; returns the final statistics (``LoopStats.snapshot``).
     Raises the first error of any stage, after every output is closed."""
     source = parse_source(config.source)
+    inputs = [config.model] + ([config.source] if source.kind == "file" else [])
+    check_not_inputs({"--video": config.video, "--jsonl": config.jsonl}, inputs)
+    if source.kind == "file":
+        check_video_file(source)
     with Detector(config.model, device=config.device, spec=config.spec, threads=config.threads,
                   score_threshold=config.threshold, backend=config.backend) as detector:
         stats = LoopStats()

@@ -22,8 +22,8 @@ import numpy as np
 from ssdkit.fileio import check_writable_folder
 
 from ..detector import Detection
+from ..draw import annotate
 from .capture import Frame
-from .draw import annotate
 from .mjpeg import MjpegServer
 
 # Codec per container: both are in every OpenCV build with FFmpeg and play everywhere.
@@ -149,7 +149,7 @@ class Outputs:
         streaming = self.server is not None and self.server.clients > 0
         if not (self.video or self.window or streaming):
             return
-        image = annotate(result.frame.image, result.detections)
+        image = annotate(result.frame.image, result.detections, channels="bgr")
         if self.video:
             self.video.write(image, result.frame.fps)
         if streaming:

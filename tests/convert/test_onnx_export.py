@@ -260,7 +260,7 @@ def test_invalid_graph_and_quantization_failures_write_nothing(exported, tmp_pat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--opset", "12"], "opset 12 is not supported, expected 13-17"),
+    (["--opset", "12"], "argument --opset: ONNX opset must be an integer from 13 to 17, got 12"),
     (["--quant", "fp16"], "ONNX export supports --quant fp32 or int8, not 'fp16'"),
 ])
 def test_bad_onnx_options_exit_2_before_any_work(capsys, tmp_path, argv, message):
@@ -280,7 +280,7 @@ def test_cli_maps_the_onnx_options(tmp_path, monkeypatch, argv, expected):
 
     seen = {}
 
-    def fake_export(model, fmt, out, options):
+    def fake_export(model, fmt, out, options, force=False):
         seen["options"] = options
         return []
 

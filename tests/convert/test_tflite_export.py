@@ -202,7 +202,7 @@ def test_edgetpu_export_from_the_cli(tmp_path, capsys, monkeypatch):
     (["--quant", "fp16", "--edgetpu"], "the Edge TPU runs full-integer models only: use --quant int8, not fp16"),
     (["--io", "float", "--edgetpu"], "the Edge TPU needs 8-bit input: use --io uint8 or int8, not float"),
     (["--io", "uint16"], "unknown I/O type 'uint16', expected one of uint8, int8, float"),
-    (["--iou-threshold", "1.5"], r"IoU threshold 1.5 must be in \(0, 1\]"),
+    (["--iou-threshold", "1.5"], r"argument --iou-threshold: IoU threshold must be a number above 0 and at most 1, got 1.5"),
 ])
 def test_bad_tflite_options_exit_2_before_any_work(tmp_path, capsys, argv, message):
     code = main(["export", *TINY, "--format", "tflite", *argv, "--out", str(tmp_path / "out")])

@@ -111,9 +111,24 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data, tmp_path):
     assert "step 40/40" in resumed.stderr and "validation mAP" in resumed.stderr
     # Nothing but ssdkit's own lines: TensorFlow's C++ and Python logs are silenced without -v.
     assert all(line.startswith("ssdkit train: ") for line in resumed.stderr.splitlines()), resumed.stderr
+    assert "untrained" not in resumed.stderr  # no "untrained: see `ssdkit train`" while training
     from ssdkit.convert.checkpoint import read_checkpoint
 
     assert read_checkpoint(out / "ssd_mnv2.npz").meta["train"]["step"] == 40
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "batch size must be an integer from 1 to 1024, got 0"),
+    ("steps", 0, "step count must be an integer from 1 to 100000000, got 0"),
+    ("learning_rate", -0.1, "learning rate must be a number above 0 and at most 10, got -0.1"),
+    ("eval_every", 0, "evaluation interval must be an integer from 1 to 100000000, got 0"),
+])
+def test_train_config_rejects_bad_numbers_as_the_command_does(field, value, message):
+    from ssdkit.convert.train.loop import TrainConfig
+
+    with pytest.raises(ValueError) as error:
+        TrainConfig(**{field: value})
+    assert str(error.value) == message
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):

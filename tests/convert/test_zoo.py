@@ -54,8 +54,11 @@ def test_non_square_input_keeps_square_anchors_square():
 
 @pytest.mark.parametrize("config, message", [
     (ModelConfig("ssd_mnv2_fpnlite", input_size=(300, 300)), "must be a multiple of 32"),
-    (ModelConfig("ssd_mnv2", input_size=(16, 16)), "at least 32"),
-    (ModelConfig("ssd_mnv2", width=0.0), "width multiplier"),
+    (ModelConfig("ssd_mnv2", input_size=(16, 16)), "each side must be from 32 to 1280"),
+    (ModelConfig("ssd_mnv2", input_size=(320, 10000)), "each side must be from 32 to 1280"),
+    (ModelConfig("ssd_mnv2", width=0.0), "width multiplier must be a number from 0.1 to 2, got 0"),
+    (ModelConfig("ssd_mnv2", labels=tuple(f"c{i}" for i in range(2001))),
+     "number of classes must be an integer from 1 to 2000, got 2001"),
     (ModelConfig("ssd_mnv9"), "unknown model 'ssd_mnv9'"),
 ])
 def test_bad_configs_are_rejected(config, message):
@@ -68,3 +71,23 @@ def test_spec_rejects_unknown_fields():
     data["preprocessing"]["gamma"] = 2.2
     with pytest.raises(ValueError, match=r"unknown preprocessing field\(s\) \['gamma'\]"):
         ModelSpec.from_dict(data)
+
+
+def test_stored_costs_cover_the_zoo():
+    from ssdkit.convert.zoo import zoo_costs
+
+    costs = zoo_costs()
+    assert set(costs) == set(ZOO)  # a new zoo entry needs `make zoo-costs`
+    assert all(c["params"] > 1e6 and c["macs"] > 1e8 for c in costs.values())
+
+
+def test_stored_costs_are_what_a_built_network_counts():
+    """`ssdkit models` prints stored numbers; rebuild one network (the
+    quickest) to prove they are its own. `make zoo-costs` rewrites them all."""
+    pytest.importorskip("tf_keras")
+    from ssdkit.convert.models.flops import count_macs
+    from ssdkit.convert.models.ssd import build_model
+    from ssdkit.convert.zoo import zoo_costs
+
+    keras_model = build_model(ModelConfig("ssdlite_mnv3_small").definition()).keras_model
+    assert zoo_costs()["ssdlite_mnv3_small"] == {"params": keras_model.count_params(), "macs": count_macs(keras_model)}

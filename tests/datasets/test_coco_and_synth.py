@@ -1,5 +1,6 @@
 """COCO reader errors name the file and the record; the synthetic data is deterministic."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -43,8 +44,9 @@ def test_reads_boxes_classes_and_crowd(coco):
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["images"][1].update(file_name="missing.jpg"), r"image id 2 \(missing.jpg\): image file .* is missing"),
     (lambda d: d["annotations"][0].update(bbox=[50, 4, 30, 20]), r"image id 1 \(a.jpg\): annotation 1 box .* outside the 60x40 image"),
-    (lambda d: d["annotations"][0].update(category_id=99), r"image id 1 \(a.jpg\): annotation 1 has unknown category 99"),
     (lambda d: d["annotations"][0].update(bbox=[1, 2]), r"image id 1 \(a.jpg\): annotation 1 has a malformed bbox"),
+    (lambda d: d["annotations"][0].update(bbox=[6, 4, float("nan"), 20]), r"image id 1 \(a.jpg\): annotation 1 has a malformed bbox"),
+    (lambda d: d["images"][0].update(height="40"), r"image id 1 \(a.jpg\): height '40' and width 60 must be positive integers"),
 ])
 def test_broken_records_raise_or_are_skipped_with_a_warning(coco, change, message):
     root, data = coco
@@ -55,7 +57,51 @@ def test_broken_records_raise_or_are_skipped_with_a_warning(coco, change, messag
     with pytest.warns(UserWarning) as caught:
         dataset = read_coco(path, on_error="skip")
     assert len(dataset.records) == 1 and dataset.skipped == 1
-    assert any("skipped 1 of 2 images" in str(w.message) for w in caught)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and re.search(message, messages[0])
+    assert "skipped 1 of 2 images" in messages[1]  # one warning per image, then the count
+
+
+def test_classes_are_in_category_id_order_not_name_order(coco):
+    root, data = coco
+    data["categories"] = [{"id": 7, "name": "ant"}, {"id": 3, "name": "zebra"}]
+    dataset = read_coco(_write(root, data))
+    assert dataset.labels == ("zebra", "ant")  # ids 3, 7; as README.md says
+    assert list(dataset.records[0].classes) == [1]  # category 7
+
+
+def test_a_category_outside_the_given_labels_is_a_broken_record(coco):
+    root, data = coco
+    path = _write(root, data)
+    with pytest.raises(AnnotationError, match=r"image id 1 \(a.jpg\): annotation 1 has category 'dog', which is not "
+                                              "among the classes asked for"):
+        read_coco(path, labels=("cat",))
+    with pytest.warns(UserWarning) as caught:
+        assert len(read_coco(path, labels=("cat",), on_error="skip").records) == 1
+    assert [str(w.message).split(": ")[-1] for w in caught] == [
+        "annotation 1 has category 'dog', which is not among the classes asked for; skipped",
+        "skipped 1 of 2 images with broken annotations"]
+
+
+@pytest.mark.parametrize("change, message", [
+    # Two images sharing an id would each get the other's boxes (and the error would name the wrong one).
+    (lambda d: d["images"][1].update(id=1), "image id 1 is used twice (entries 1 and 2); ids must be unique"),
+    (lambda d: d["categories"][1].update(id=3), "category id 3 is used twice (entries 1 and 2)"),
+    (lambda d: d["annotations"][1].update(id=1), "annotation id 1 is used twice (entries 1 and 2)"),
+    (lambda d: d["categories"][1].update(name="cat"), "categories 3 and 7 are both named 'cat'; names must be unique"),
+    (lambda d: d["annotations"][1].update(image_id=9), "annotation 2 is for image id 9, which is not in 'images'"),
+    (lambda d: d["annotations"][0].update(category_id=99), "annotation 1 has category id 99, which is not in 'categories'"),
+    (lambda d: d["images"][0].pop("id"), "image 1 has id None, expected an integer"),
+    (lambda d: d.update(images={"id": 1}), "'images' must be a list of objects"),
+])
+def test_structural_errors_name_the_problem_and_are_not_skipped(coco, change, message):
+    root, data = coco
+    change(data)
+    path = _write(root, data)
+    for on_error in ("raise", "skip"):
+        with pytest.raises(AnnotationError) as error:
+            read_coco(path, on_error=on_error)
+        assert str(error.value).startswith(f"{path}: {message}") and "\n" not in str(error.value)
 
 
 def test_synthetic_dataset_is_deterministic_and_varied(tmp_path):

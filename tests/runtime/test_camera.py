@@ -280,6 +280,28 @@ def test_bad_arguments_are_one_line_errors(model, clip, tmp_path, monkeypatch, c
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("content", [b"", b"this is a text file, not a video\n" * 50, b"\xff\xd8\xff\xe0" + bytes(500)])
+def test_a_source_that_is_not_a_video_is_exit_2_with_one_line(model, tmp_path, capsys, content):
+    """Not "0 frames" and exit 0: FFmpeg opens such files and delivers nothing."""
+    fake = tmp_path / "clip.mp4"
+    fake.write_bytes(content)
+    jsonl = tmp_path / "out.jsonl"
+    assert main(["camera", str(model), "--source", str(fake), "--jsonl", str(jsonl), "--file-pace", "fast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ssdkit camera: error: {fake}: ") and "video" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]  # no output started
+
+
+@pytest.mark.parametrize("option", ["--video", "--jsonl"])
+def test_an_output_that_is_the_source_is_refused(model, clip, tmp_path, capsys, option):
+    source = tmp_path / "clip.avi"
+    source.write_bytes(clip.read_bytes())
+    assert main(["camera", str(model), "--source", str(source), option, str(source)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ssdkit camera: error: {option} {source} is the input {source}: it would be overwritten; write the output elsewhere")
+    assert source.read_bytes() == clip.read_bytes() and sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
 def test_window_without_gui_support_says_what_to_do(model, clip, capsys):
     if not re.search(r"^\s*GUI:\s*NONE", cv2.getBuildInformation(), re.MULTILINE):
         pytest.skip("this OpenCV has GUI support")

@@ -45,11 +45,11 @@ CASES = {
                                   'preprocessing.color_order is "rgb", expected one of "RGB", "BGR"'),
     "NaN": ({"nms": {"iou_threshold": float("nan")}}, "nms.iou_threshold is NaN, expected a number"),
     "negative threshold": ({"nms": {"score_threshold": -0.1}},
-                           "spec 'm': nms.score_threshold is -0.1, expected a number in [0, 1]"),
+                           "spec 'm': nms.score_threshold is -0.1, expected a number from 0 to 1"),
     "threshold above 1": ({"nms": {"score_threshold": 1.5}},
-                          "spec 'm': nms.score_threshold is 1.5, expected a number in [0, 1]"),
-    "IoU threshold 0": ({"nms": {"iou_threshold": 0}}, "spec 'm': nms.iou_threshold is 0.0, expected a number in (0, 1]"),
-    "zero detections": ({"nms": {"max_detections": 0}}, "spec 'm': nms.max_detections is 0, expected a positive integer"),
+                          "spec 'm': nms.score_threshold is 1.5, expected a number from 0 to 1"),
+    "IoU threshold 0": ({"nms": {"iou_threshold": 0}}, "spec 'm': nms.iou_threshold is 0.0, expected a number above 0 and at most 1"),
+    "zero detections": ({"nms": {"max_detections": 0}}, "spec 'm': nms.max_detections is 0, expected an integer from 1 to 10000"),
     "zero input size": ({"preprocessing": {"input_height": 0}},
                         "spec 'm': preprocessing.input_height is 0, expected a positive integer"),
     "zero std": ({"preprocessing": {"std": [127.5, 0, 127.5]}},
@@ -109,7 +109,7 @@ def test_the_command_line_says_it_in_one_line_with_exit_code_2(tmp_path, capsys)
     (tmp_path / "image.png").write_bytes(b"")
     assert main(["detect", str(tmp_path / "model.tflite"), str(tmp_path / "image.png"), "--spec", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err == f"ssdkit detect: error: {path}: spec 'm': nms.score_threshold is -0.1, expected a number in [0, 1]\n"
+    assert err == f"ssdkit detect: error: {path}: spec 'm': nms.score_threshold is -0.1, expected a number from 0 to 1\n"
 
 
 def test_a_valid_spec_still_loads(tmp_path):
@@ -118,7 +118,7 @@ def test_a_valid_spec_still_loads(tmp_path):
 
 
 def test_specs_built_in_code_are_checked_too():
-    with pytest.raises(ValueError, match=r"^spec 'x': nms.iou_threshold is 2, expected a number in \(0, 1\]$"):
+    with pytest.raises(ValueError, match=r"^spec 'x': nms.iou_threshold is 2, expected a number above 0 and at most 1$"):
         DetectorSpec("x", Preprocessing(8, 8), nms=Nms(iou_threshold=2))
 
 

@@ -9,6 +9,10 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tensorflow_model_optimization")
 
+# Building the QAT network twice (train, export) and converting: about 3 minutes on
+# a quiet 2-core machine, several times that when other jobs share it.
+pytestmark = pytest.mark.timeout(2400)
+
 
 @pytest.fixture(scope="module")
 def qat_export(tmp_path_factory):

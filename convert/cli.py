@@ -92,10 +92,6 @@ def register(subparsers) -> None:
                         help="int8: layers left in float: none (default); auto: when the report's mAP@0.5 drop exceeds "
                              "--max-map-drop, the quantization debugger's worst 3 to 10 layers, until within it; or "
                              "NAME,NAME (output tensor names, as report.md lists them). Not with --edgetpu")
-    tflite.add_argument("--recipe", choices=("none", "auto"), default="none",
-                        help="int8: also MODEL_recipe.tflite, every op integer: the quantization debugger's worst "
-                             "layers at 16-bit activations, the rest int8 (ai-edge-quantizer), measured in "
-                             "recipe_report.md (default none)")
     onnx = export.add_argument_group("ONNX")
     onnx.add_argument("--opset", type=arg("opset"), default=DEFAULT_OPSET,
                       help=f"ONNX opset, {span('opset')} (default {DEFAULT_OPSET})")
@@ -168,7 +164,7 @@ def _export(args) -> int:
                             report=not args.no_report, max_map_drop=args.max_map_drop,
                             keep_float_auto=args.keep_float == "auto", opset=args.opset,
                             dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms,
-                            onnx_quant=(args.quant or "fp32") if onnx else "fp32", recipe=args.recipe)
+                            onnx_quant=(args.quant or "fp32") if onnx else "fp32")
     out = Path(args.out or f"build/{weights.definition.name if weights else model_name}")
     check_writable_folder(out)
     if spec is not None:  # the spec is known without TensorFlow: refuse a folder of another model before building

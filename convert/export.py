@@ -46,7 +46,6 @@ class ExportOptions:
     report: bool = True  # int8 only: compare with fp32 in report.json / .md (ONNX: onnx_report.json / .md)
     max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
     keep_float_auto: bool = False  # TFLite int8 over max_map_drop: keep its worst layers in float (quant_debug.py)
-    recipe: str = "none"  # "auto": also MODEL_recipe_nonms.tflite, sensitive layers at int16 activations (tflite/recipes.py)
 
     def __post_init__(self):
         limits.check(calib_samples=self.calib_samples, max_map_drop=self.max_map_drop)
@@ -58,12 +57,6 @@ class ExportOptions:
                 raise ValueError("give --keep-float auto or layer names, not both")
             if not self.report:
                 raise ValueError("--keep-float auto works from the quantization report: drop --no-report")
-        if self.recipe not in ("none", "auto"):
-            raise ValueError(f"unknown recipe {self.recipe!r}, expected none or auto")
-        if self.recipe == "auto" and (self.tflite.quant != "int8" or self.tflite.qat or self.tflite.edgetpu
-                                      or not self.report):
-            raise ValueError("--recipe auto needs a calibrated --quant int8 export with its report "
-                             "(not --no-report, --edgetpu or a QAT checkpoint)")
 
 
 Exporter = Callable[["SSDModel", Path, ExportOptions, Callable[[], Path]], "list[Path]"]
@@ -129,11 +122,6 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
                                        options.max_map_drop)
     report = report_quantization(fp32, int8, fp32_raw, int8_raw, model.spec.labels, out_dir, "report",
                                  options.max_map_drop, keep_float)
-    if options.recipe == "auto":
-        from .tflite.recipes import export_recipe, report_recipe
-
-        recipe, ranking = export_recipe(saved_model, model.spec, options.tflite, calibration, fp32_raw, out_dir)
-        report += [recipe, *report_recipe(fp32_raw, int8_raw, recipe, ranking, out_dir)]
     return [path for path in dict.fromkeys([fp32, int8_raw, fp32_raw, *report]) if path != int8]
 
 

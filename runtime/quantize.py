@@ -2,12 +2,15 @@
 
 Google's ai-edge-quantizer (a pip package on top of ai-edge-litert, no
 TensorFlow) calibrates a float TFLite model on sample inputs and rewrites it
-with a per-layer recipe: every supported op int8 (weights per channel,
-activations per tensor), and the layers named in ``int16_layers`` with 16-bit
-activations and 8-bit weights, which keeps the model integer-only where
-``--keep-float`` would leave float islands. The calibration tensors are the
-runtime's own preprocessing of RGB images (``preprocess``), so a device can
-quantize for its own camera's pictures.
+with a recipe: here every supported op int8 (weights per channel, activations
+per tensor). The calibration tensors are the runtime's own preprocessing of
+RGB images (``preprocess``), so a device can quantize for its own camera's
+pictures.
+
+Per-layer recipes (16-bit activations for the quantization debugger's worst
+layers, the rest int8) were tried and are not offered: ai-edge-quantizer 0.10
+accepts such a recipe but writes single layers int8 all the same when their
+neighbours are int8 (only whole blocks, or the whole model, come out 16-bit).
 
 The input model is an ssdkit float export with raw outputs
 (``MODEL_fp32_nonms.tflite``): the quantizer makes the model's inputs and
@@ -21,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 import sys
 import types
 from pathlib import Path
@@ -107,9 +109,9 @@ def _check_float(model: Path) -> None:
 
 
 def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: str | Path,
-                    int16_layers: Sequence[str] = (), spec: ModelSpec | None = None) -> Path:
-    """Writes ``out``: ``float_model`` quantized to int8, with ``int16_layers``
-    (output tensor names) at 16-bit activations; calibrated on ``images`` (RGB uint8).
+                    spec: ModelSpec | None = None) -> Path:
+    """Writes ``out``: ``float_model`` quantized to int8 (weights per channel,
+    activations per tensor), calibrated on ``images`` (RGB uint8).
 
     Raises ValueError for a model that is not float or carries no spec, and
     RuntimeError when ai-edge-quantizer is not installed."""
@@ -125,11 +127,7 @@ def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: 
     key, input_name = _signature(float_model)
     tensors = calibration_tensors(spec, images)
     q = quantizer.Quantizer(str(float_model), recipe.static_wi8_ai8())
-    for name in int16_layers:
-        q.add_static_config(regex=f"^{re.escape(name)}$", operation_name=recipe.TFLOperationName.ALL_SUPPORTED,
-                            activation_num_bits=16, weight_num_bits=8)
-    log.info(f"calibrating {float_model.name} on {len(tensors)} images"
-             + (f", {len(int16_layers)} layers at 16-bit activations" if int16_layers else ""))
+    log.info(f"calibrating {float_model.name} on {len(tensors)} images")
     with _quiet_bars():
         calibration = q.calibrate({key: [{input_name: t} for t in tensors]})
         result = q.quantize(calibration, enable_progress_report=False)

@@ -3,8 +3,7 @@
 Calibrates the float raw export on the images of DIR (through the runtime's
 preprocessing: the pictures the device's own camera takes are the best
 calibration set) and writes a full-integer model with ai-edge-quantizer
-(``runtime/quantize.py``); ``--int16 NAME,NAME`` gives those layers 16-bit
-activations (the names ``report.md`` and ``recipe_report.md`` list).
+(``runtime/quantize.py``).
 Exit code 2 for a bad model, folder or option; the output file is written
 atomically and an existing file is never overwritten.
 """
@@ -23,8 +22,6 @@ def register(subparsers) -> None:
     quantize.add_argument("model", help="a float ssdkit export with raw outputs (MODEL_fp32_nonms.tflite)")
     quantize.add_argument("--calib-data", required=True, help="folder of calibration images (RGB pictures)")
     quantize.add_argument("--calib-samples", type=int, default=100, help="images to use (default 100)")
-    quantize.add_argument("--int16", default="", help="layers (output tensor names, comma-separated) at 16-bit "
-                                                      "activations (default: none)")
     quantize.add_argument("--out", help="output file (default: MODEL with _fp32 replaced by _aeq_int8)")
     quantize.set_defaults(handler=_quantize)
 
@@ -53,6 +50,5 @@ def _quantize(args) -> int:
     if imaging is None:
         raise RuntimeError("reading images needs OpenCV or Pillow: pip install 'ssdkit[camera]' or pillow")
     images = [_read(path, imaging) for path in files]
-    layers = [name.strip() for name in args.int16.split(",") if name.strip()]
-    print(quantize_tflite(model, images, out, int16_layers=layers))
+    print(quantize_tflite(model, images, out))
     return 0

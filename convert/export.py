@@ -135,6 +135,9 @@ def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions,
     from .onnx.savedmodel2onnx import export_onnx
 
     int8 = options.onnx_quant == "int8"
+    if model.qat is not None and int8:
+        raise ValueError("a QAT checkpoint's ONNX export is quantized already (QDQ from its fake-quant ops): "
+                         "drop --quant int8")
     calibration = representative_images(options.calib_data, options.calib_samples) if int8 else None
     saved_model = write_saved_model()
     raw = [export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]

@@ -55,7 +55,8 @@ def test_quantize_refuses_models_it_cannot_serve(tiny_tflite, calibration_folder
     assert main(["quantize", str(tiny_tflite(quant="fp32")), "--calib-data", str(calibration_folder),
                  "--out", str(tmp_path / "a.tflite")]) == 2
     assert "has the postprocess op" in capsys.readouterr().err
-    assert main(["quantize", str(tiny_tflite(quant="int8", nms=False)), "--calib-data", str(calibration_folder),
+    int8 = tiny_tflite(quant="int8", nms=False).parent / "ssd_mnv2_int8_nonms.tflite"  # the fixture returns report.md
+    assert main(["quantize", str(int8), "--calib-data", str(calibration_folder),
                  "--out", str(tmp_path / "b.tflite")]) == 2
     assert "expected a float32 model" in capsys.readouterr().err
     existing = tmp_path / "c.tflite"

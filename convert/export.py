@@ -94,13 +94,17 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions,
 
 def _quantization_report(saved_model, model, out_dir, options, calibration, int8) -> list[Path]:
     """Exports the fp32 twin and both raw variants, then measures what int8
-    costs and, with ``keep_float_auto``, what float layers win back.
+    costs, runs the quantization debugger (each int8 layer's error, written
+    as Model Explorer node data beside ``int8`` for ``ssdkit explore``) and,
+    with ``keep_float_auto``, what float layers win back.
 
     The comparison models are plain CPU models (no Edge TPU checks); each is
-    exported once, so with ``--no-nms`` the int8 model is its own raw variant."""
+    exported once, so with ``--no-nms`` the int8 model is its own raw variant.
+    A QAT export has no calibration images for the debugger: no node data."""
     import dataclasses
     import functools
 
+    from ssdkit.evaluation.node_data import write_node_data
     from ssdkit.evaluation.quant_report import report_quantization
     from .tflite.savedmodel2tflite import export_tflite
 
@@ -114,15 +118,29 @@ def _quantization_report(saved_model, model, out_dir, options, calibration, int8
 
     fp32 = variant(quant="fp32", keep_float=())
     int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", keep_float=(), nms=False)
+    errors = None
+    if calibration is not None:
+        from .tflite.quant_debug import layer_errors
+
+        errors = layer_errors(saved_model, model.spec, options.tflite, calibration)
+    else:
+        log.info("no per-layer error (ssdkit explore's node data) for a QAT export: the debugger needs calibration")
     keep_float = None
     if options.keep_float_auto:
         from .tflite.quant_debug import keep_float_auto
 
         keep_float = functools.partial(keep_float_auto, saved_model, model.spec, options.tflite, calibration, int8,
-                                       options.max_map_drop)
+                                       options.max_map_drop, errors=errors)
     report = report_quantization(fp32, int8, fp32_raw, int8_raw, model.spec.labels, out_dir, "report",
                                  options.max_map_drop, keep_float)
-    return [path for path in dict.fromkeys([fp32, int8_raw, fp32_raw, *report]) if path != int8]
+    node_data = None
+    if errors is not None:  # after --keep-float auto, which may have replaced int8 by a mix
+        node_data = write_node_data(int8, {layer.tensor: layer.rmse_per_scale for layer in errors})
+        if node_data is None:
+            log.warning(f"{int8.name}: none of the {len(errors)} layers the quantization debugger measured "
+                        "is an int8 op of it; no node data for ssdkit explore")
+    written = [fp32, int8_raw, fp32_raw, *([node_data] if node_data else []), *report]
+    return [path for path in dict.fromkeys(written) if path != int8]
 
 
 def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions,

@@ -170,6 +170,8 @@ LIMITS: dict[str, Limit] = {
     "stats_every": Limit("statistics interval", float, 0.0, 86400.0),
     "retries": Limit("retry count", int, 0, None),
     "retry_delay": Limit("retry delay", float, 0.001, 3600.0),
+    # viewers (ssdkit explore)
+    "port": Limit("TCP port", int, 1, 65535),
 }
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from . import limits
+
 log = logging.getLogger(__name__)
 
 
@@ -21,7 +23,8 @@ def register(subparsers) -> None:
                                      description=__doc__.splitlines()[0])
     quantize.add_argument("model", help="a float ssdkit export with raw outputs (MODEL_fp32_nonms.tflite)")
     quantize.add_argument("--calib-data", required=True, help="folder of calibration images (RGB pictures)")
-    quantize.add_argument("--calib-samples", type=int, default=100, help="images to use (default 100)")
+    quantize.add_argument("--calib-samples", type=limits.arg("calib_samples"), default=100,
+                          help=f"images to use, {limits.span('calib_samples')} (default 100)")
     quantize.add_argument("--out", help="output file (default: MODEL with _fp32 replaced by _aeq_int8)")
     quantize.set_defaults(handler=_quantize)
 
@@ -37,8 +40,6 @@ def _quantize(args) -> int:
     folder = Path(args.calib_data)
     if not folder.is_dir():
         raise ValueError(f"--calib-data {folder}: not a folder of images")
-    if args.calib_samples < 1:
-        raise ValueError(f"--calib-samples {args.calib_samples} must be at least 1")
     files = image_files(folder)[:args.calib_samples]
     if not files:
         raise ValueError(f"--calib-data {folder}: no image files (.jpg, .png, ...)")

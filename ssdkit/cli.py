@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "ssdkit.evaluation.eval_cli",
     "ssdkit.evaluation.verify_cli",
     "ssdkit.evaluation.bench_cli",
+    "ssdkit.evaluation.explore_cli",
     "ssdkit.runtime.cli",
     "ssdkit.runtime.quantize_cli",
     "ssdkit.runtime.camera.cli",
@@ -43,7 +44,7 @@ _EXTRA_FOR_MODULE = {
     "tensorflow": "convert", "tf_keras": "convert", "tf2onnx": "convert", "onnx": "convert",
     "official": "convert", "flatbuffers": "convert", "PIL": "eval", "pycocotools": "eval",
     "onnxruntime": "onnx", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
-    "ai_edge_quantizer": "quantize",
+    "ai_edge_quantizer": "quantize", "model_explorer": "explore",
 }
 
 

@@ -1,12 +1,14 @@
 """Which int8 layers lose most, and what keeping them in float wins back.
 
-``rank_layers`` runs TFLite's quantization debugger on the raw (no-NMS)
+``layer_errors`` runs TFLite's quantization debugger on the raw (no-NMS)
 graph with the export's own converter and calibration images: every int8
 op's output is compared with the float op run on the same input, and layers
 are ranked by rmse/scale, the root-mean-square error in units of the output's
 quantization step (rounding alone gives 1/sqrt(12) = 0.29; TF's debugger
 guide treats well above that as suspect). The names it returns are what
-``TFLiteOptions.keep_float`` takes.
+``TFLiteOptions.keep_float`` takes. The export's quantization report runs it
+once; its errors also become Model Explorer node data
+(``evaluation/node_data.py``, ``ssdkit explore``).
 
 ``keep_float_auto`` is ``--keep-float auto``: when the quantization report
 shows a mAP@0.5 drop over the budget, it exports the int8 model with the 3,
@@ -38,6 +40,7 @@ from ssdkit.evaluation.quant_report import map_drop_points, measure_model
 from .savedmodel2tflite import TFLiteOptions, export_tflite, loaded_converter
 
 KEEP_FLOAT_STEPS = (3, 5, 7, 10)  # layers kept in float, tried in turn
+RANKED = max(KEEP_FLOAT_STEPS)  # layers the report's ranking lists
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +55,15 @@ class LayerError:
         return {"tensor": self.tensor, "op": self.op, "rmse/scale": round(self.rmse_per_scale, 4)}
 
 
-def rank_layers(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray],
-                top: int = max(KEEP_FLOAT_STEPS)) -> list[LayerError]:
-    """The ``top`` int8 layers with the largest rmse/scale, worst first.
+def layer_errors(saved_model: Path, spec: ModelSpec, options: TFLiteOptions,
+                 calibration: Sequence[np.ndarray]) -> list[LayerError]:
+    """Every int8 layer's rmse/scale, worst first (layers whose error is not
+    finite, e.g. a constant output of scale 0, left out).
 
     The raw graph holds every layer the NMS graph does, under the same names,
-    without the postprocess op the debugger cannot compare."""
+    without the postprocess op the debugger cannot compare. The export's
+    quantization report runs it once: the ranking for ``--keep-float auto``
+    and the node data ``ssdkit explore`` shows."""
     import tensorflow as tf
 
     log.info(f"quantization debugger: calibrating, then comparing each int8 layer with float "
@@ -76,20 +82,29 @@ def rank_layers(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, cali
         error = math.sqrt(float(row["mean_squared_error"])) / float(row["scale"])
         if math.isfinite(error):
             layers.append(LayerError(row["tensor_name"], row["op_name"], error))
-    return sorted(layers, key=lambda layer: layer.rmse_per_scale, reverse=True)[:top]
+    return sorted(layers, key=lambda layer: layer.rmse_per_scale, reverse=True)
+
+
+def rank_layers(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray],
+                top: int = RANKED) -> list[LayerError]:
+    """The ``top`` int8 layers with the largest rmse/scale, worst first."""
+    return layer_errors(saved_model, spec, options, calibration)[:top]
 
 
 def keep_float_auto(saved_model: Path, spec: ModelSpec, options: TFLiteOptions, calibration: Sequence[np.ndarray],
-                    int8: Path, max_map_drop: float, report: dict, dataset: Dataset) -> dict | None:
+                    int8: Path, max_map_drop: float, report: dict, dataset: Dataset,
+                    errors: Sequence[LayerError] | None = None) -> dict | None:
     """The report's keep-float section, replacing ``int8`` by the first mix
     within ``max_map_drop``; None (and one line) when int8 is within it already.
-    The arguments before ``report`` are the export's, as it wrote ``int8``."""
+    The arguments before ``report`` are the export's, as it wrote ``int8``;
+    ``errors``: ``layer_errors``' result when the export has it already."""
     pure = {**report["models"]["int8"], "mAP@0.5_drop_points": report["int8_vs_fp32"]["mAP@0.5_drop_points"]}
     if pure["mAP@0.5_drop_points"] <= max_map_drop:
         log.info(f"--keep-float auto: int8 is within the budget ({pure['mAP@0.5_drop_points']} <= "
                  f"{max_map_drop} points of mAP@0.5); every layer stays int8")
         return None
-    ranking = rank_layers(saved_model, spec, options, calibration)
+    ranking = list(errors[:RANKED]) if errors is not None else \
+        rank_layers(saved_model, spec, options, calibration)
     trials, kept = [], []
     with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=int8.parent) as tmp:
         for count in (k for k in KEEP_FLOAT_STEPS if k <= len(ranking)):

@@ -22,12 +22,12 @@ FORCE_ARG = $(if $(FORCE),--force,)
 DATA ?=
 STEPS ?= 20000
 
-.PHONY: help venv test savedmodel tflite onnx all clean train demo-weights bench zoo-costs
+.PHONY: help venv test savedmodel tflite onnx all clean train qat demo-weights bench zoo-costs
 
 help:
 	@echo "make tflite MODEL=ssd_mnv2   export the model (see README.md)"
 	@echo "make test                    run the test suite"
-	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | demo-weights | bench | soak"
+	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | qat WEIGHTS=ckpt.npz | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
 	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT), EVAL_DATA (the int8 report's data)"
 
@@ -61,6 +61,16 @@ all: savedmodel tflite onnx
 # Train MODEL on a COCO JSON (default: the built-in synthetic shapes).
 train: $(STAMP)
 	$(BIN)/ssdkit train --model $(MODEL) $(if $(DATA),--data $(DATA),) --steps $(STEPS) --out build/train/$(MODEL) --resume
+
+# Quantization-aware fine-tuning of a trained float checkpoint (WEIGHTS, default:
+# what `make train MODEL=...` wrote), on DATA (default: the synthetic shapes);
+# then `make tflite WEIGHTS=build/train/$(MODEL)_qat/$(MODEL).npz` exports full-integer
+# TFLite with the trained ranges (no calibration). See README.md, "Quantization-aware training".
+QAT_STEPS ?= 2000
+qat: $(STAMP)
+	$(BIN)/ssdkit train --qat --weights $(if $(WEIGHTS),$(WEIGHTS),build/train/$(MODEL)/$(MODEL).npz) \
+		$(if $(DATA),--data $(DATA),) --steps $(QAT_STEPS) --batch-size 16 --warmup-steps 100 \
+		--out build/train/$(MODEL)_qat --resume
 
 # The recipe of the shipped demo weights: ssd_mnv2 300x300 on synthetic shapes.
 # About 15 images/s on a 2-core machine (~1h30); resumable (run it again after a stop).

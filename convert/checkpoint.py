@@ -12,6 +12,8 @@ small files.
                "spec": {...runtime.spec.ModelSpec: input size, anchors, feature maps, box coder,
                         labels, postprocessing (NMS settings)...}},
      "train": {"step": ..., "mAP": ...},        # optional: what wrote it
+     "qat": {"scheme": "tfmot-default-8bit"},   # optional: a quantization-aware network (models/qat.py),
+                                                 # its weights include the fake-quant ranges
      "source": {...}}                            # optional: e.g. an importer's origin
 
 Version 1 (``"config"``: zoo name, width, input size, labels; ``"spec"``)
@@ -75,7 +77,10 @@ def write_checkpoint(path: str | Path, definition: ModelDefinition, weights: dic
 
 
 def save_checkpoint(model: SSDModel, path: str | Path, dtype: str = "float32", extra: dict | None = None) -> Path:
-    """``write_checkpoint`` of a built model's definition and current weights."""
+    """``write_checkpoint`` of a built model's definition and current weights
+    (a QAT network's with its ``qat`` record and quantization ranges, in float32)."""
+    if model.qat is not None:
+        extra, dtype = {**(extra or {}), "qat": model.qat}, "float32"
     return write_checkpoint(path, model.definition, {w.name: w.numpy() for w in model.keras_model.weights},
                             dtype, extra)
 
@@ -238,6 +243,13 @@ def prepare_model(
         if value is not None and value != held[field]:
             raise ValueError(f"{source}: checkpoint has {field}={held[field]!r}, which conflicts with {value!r}")
     model = build_model(definition)
+    if "qat" in checkpoint.meta:  # a quantization-aware network: its fake-quant ranges are weights too
+        from .models.qat import SCHEME, quantize_for_training
+
+        scheme = checkpoint.meta["qat"].get("scheme") if isinstance(checkpoint.meta["qat"], dict) else None
+        if scheme != SCHEME:
+            raise ValueError(f"{source}: checkpoint QAT scheme {scheme!r}, expected {SCHEME!r}")
+        model = quantize_for_training(model)
     apply_weights(model, checkpoint.weights, source, skip_class_head=reinit)
     model.trained_on = training_data(checkpoint)
     return model

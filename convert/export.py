@@ -12,6 +12,7 @@ line validates the options before the converter is loaded.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,13 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions,
     from .tflite.savedmodel2tflite import TFLiteSession
 
     calibration, data = None, None
-    if options.tflite.quant == "int8":
+    if model.qat is not None:  # trained ranges: nothing to calibrate
+        if options.keep_float_auto:
+            raise ValueError("--keep-float auto needs calibration; a QAT checkpoint exports with its trained ranges")
+        options = dataclasses.replace(options, tflite=dataclasses.replace(options.tflite, qat=True))
+        if options.tflite.quant == "int8":
+            _, data = _report_inputs(model, options)  # the report's data; no calibration
+    elif options.tflite.quant == "int8":
         calibration, data = _report_inputs(model, options)
         if options.keep_float_auto and not data.labelled:
             raise ValueError("--keep-float auto needs the mAP of labelled data: give --eval-data with a COCO JSON "
@@ -146,13 +153,17 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions,
 
 def _quantization_report(session, options: ExportOptions, out_dir: Path, data, int8: Path) -> list[Path]:
     """Exports the fp32 twin and both raw variants, then measures what int8
-    costs and, with ``keep_float_auto``, what float layers win back.
+    costs, runs the quantization debugger (each int8 layer's error, written
+    as Model Explorer node data beside ``int8`` for ``ssdkit explore``) and,
+    with ``keep_float_auto``, what float layers win back.
 
     The comparison models are plain CPU models (no Edge TPU checks); each is
-    exported once, so with ``--no-nms`` the int8 model is its own raw variant."""
+    exported once, so with ``--no-nms`` the int8 model is its own raw variant.
+    A QAT export has no calibration images for the debugger: no node data."""
     import dataclasses
     import functools
 
+    from ssdkit.evaluation.node_data import write_node_data
     from ssdkit.evaluation.quant_report import report_quantization
 
     exported = {dataclasses.replace(options.tflite, edgetpu=False): int8}
@@ -165,14 +176,29 @@ def _quantization_report(session, options: ExportOptions, out_dir: Path, data, i
 
     fp32 = variant(quant="fp32", keep_float=())
     int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", keep_float=(), nms=False)
+    errors = None
+    if not options.tflite.qat:
+        from .tflite.quant_debug import layer_errors
+
+        errors = layer_errors(session, options.tflite)
+    else:
+        log.info("no per-layer error (ssdkit explore's node data) for a QAT export: the debugger needs calibration")
     keep_float = None
     if options.keep_float_auto:
         from .tflite.quant_debug import keep_float_auto
 
-        keep_float = functools.partial(keep_float_auto, session, options.tflite, int8, options.max_map_drop)
+        keep_float = functools.partial(keep_float_auto, session, options.tflite, int8, options.max_map_drop,
+                                       errors=errors)
     report = report_quantization(fp32, int8, fp32_raw, int8_raw, data, out_dir, "report", options.max_map_drop,
                                  keep_float)
-    return [path for path in dict.fromkeys([fp32, int8_raw, fp32_raw, *report]) if path != int8]
+    node_data = None
+    if errors is not None:  # after --keep-float auto, which may have replaced int8 by a mix
+        node_data = write_node_data(int8, {layer.tensor: layer.rmse_per_scale for layer in errors})
+        if node_data is None:
+            log.warning(f"{int8.name}: none of the {len(errors)} layers the quantization debugger measured "
+                        "is an int8 op of it; no node data for ssdkit explore")
+    written = [fp32, int8_raw, fp32_raw, *([node_data] if node_data else []), *report]
+    return [path for path in dict.fromkeys(written) if path != int8]
 
 
 def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions,
@@ -183,6 +209,9 @@ def _onnx(model: SSDModel, out_dir: Path, options: ExportOptions,
     from .onnx.savedmodel2onnx import export_onnx
 
     int8 = options.onnx_quant == "int8"
+    if model.qat is not None and int8:
+        raise ValueError("a QAT checkpoint's ONNX export is quantized already (QDQ from its fake-quant ops): "
+                         "drop --quant int8")
     calibration, data = _report_inputs(model, options) if int8 else (None, None)
     saved_model = write_saved_model()
     raw = [export_onnx(saved_model, model.spec, out_dir, options.opset, options.dynamic_batch)]

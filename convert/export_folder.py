@@ -42,10 +42,11 @@ from ssdkit.runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-# Written from the model files: the quantization reports, the Edge TPU report
-# and compiler log, `ssdkit bench`'s results (MODEL_DIR is its default --out).
-REPORT_PATTERNS = ("report.json", "report.md", "onnx_report.json", "onnx_report.md", "*_edgetpu_report.md",
-                   "*_edgetpu.log", "bench.json", "bench.md", "bench.png")
+# Written from the model files: the quantization reports (and their Model
+# Explorer node data), the Edge TPU report and compiler log, `ssdkit bench`'s
+# results (MODEL_DIR is its default --out).
+REPORT_PATTERNS = ("report.json", "report.md", "onnx_report.json", "onnx_report.md", "*.node_data.json",
+                   "*_edgetpu_report.md", "*_edgetpu.log", "bench.json", "bench.md", "bench.png")
 MODEL_SUFFIXES = (".tflite", ".onnx")
 FOREIGN = "not written by ssdkit"
 _LISTED = 4  # files named in the refusal before "and N more"

@@ -177,6 +177,8 @@ LIMITS: dict[str, Limit] = {
     "summary_rate": Limit("summary rate", float, 0.0, 100.0),
     "message_queue": Limit("message queue size", int, 1, 1_000_000),
     "qos": Limit("MQTT QoS", int, 0, 2),
+    # viewers (ssdkit explore)
+    "port": Limit("TCP port", int, 1, 65535),
 }
 
 

@@ -31,7 +31,9 @@ _COMMAND_MODULES = (
     "ssdkit.evaluation.eval_cli",
     "ssdkit.evaluation.verify_cli",
     "ssdkit.evaluation.bench_cli",
+    "ssdkit.evaluation.explore_cli",
     "ssdkit.runtime.cli",
+    "ssdkit.runtime.quantize_cli",
     "ssdkit.runtime.camera.cli",
     "ssdkit.devices.cli",
 )
@@ -44,6 +46,7 @@ _EXTRA_FOR_MODULE = {
     "official": "convert", "flatbuffers": "convert", "skimage": "convert", "PIL": "eval", "pycocotools": "eval",
     "onnxruntime": "onnx", "openvino": "openvino", "cv2": "camera", "matplotlib": "dev", "pytest": "dev", "tqdm": "eval",
     "trackers": "track", "supervision": "track", "paho": "mqtt",
+    "ai_edge_quantizer": "quantize", "model_explorer": "explore",
 }
 # trackers' metadata requires opencv-python, a second OpenCV beside opencv-python-headless: installed
 # without its dependencies, after the extra that brings the ones it uses (README.md, tracking).

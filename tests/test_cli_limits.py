@@ -19,7 +19,8 @@ from ssdkit.runtime.limits import LIMITS, InputSizeArg, Limit, LimitArg
 TENSORFLOW = {"tensorflow", "tf_keras", "keras"}
 # Positional arguments that let each command's parser reach its options.
 POSITIONALS = {"detect": ["m.tflite", "images"], "camera": ["m.tflite", "--source", "0"], "eval": ["m.tflite"],
-               "verify": ["d"], "bench": ["d"], "data synth": ["--out", "o"], "import": ["src"]}
+               "verify": ["d"], "bench": ["d"], "explore": ["d"],
+               "quantize": ["m.tflite", "--calib-data", "d"], "data synth": ["--out", "o"], "import": ["src"]}
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):

@@ -23,12 +23,14 @@ class UntrainedWarning(UserWarning):
 class SSDModel:
     """A built network with its definition. ``keras_model`` maps a normalized
     float image batch [B, H, W, 3] to {"box_encodings": [B, A, 4],
-    "class_predictions": [B, A, C+1] logits}."""
+    "class_predictions": [B, A, C+1] logits}; with ``qat`` set it is the
+    fake-quantized network of ``models/qat.py``."""
 
     keras_model: keras.Model
     definition: ModelDefinition
     backbone: keras.Model
     trained_on: str | None = None  # the checkpoint's training data (``checkpoint.training_data``); None: unknown
+    qat: dict | None = None  # quantization-aware training: the checkpoint's record (models/qat.py)
 
     @property
     def spec(self) -> ModelSpec:

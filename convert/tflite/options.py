@@ -38,6 +38,8 @@ class TFLiteOptions:
     keep_float: int8 only: layers (their output tensor names, as the
       quantization debugger and report.md name them) left in float, with
       quantize/dequantize ops around them.
+    qat: the SavedModel holds a quantization-aware network (``ssdkit train
+      --qat``): int8 uses the ranges it trained, with no calibration pass.
     """
 
     quant: Quant = "int8"
@@ -50,6 +52,7 @@ class TFLiteOptions:
     detections_per_class: int | None = None
     edgetpu: bool = False
     keep_float: tuple[str, ...] = ()
+    qat: bool = False  # the SavedModel is a QAT network's: int8 takes its trained ranges, no calibration
 
     def __post_init__(self):
         object.__setattr__(self, "keep_float", tuple(self.keep_float))  # hashable, whatever sequence was given
@@ -66,6 +69,8 @@ class TFLiteOptions:
                              "(a float input's quantize op would put the whole model on the CPU)")
         if self.keep_float:
             self.check_float_layers()
+        if self.qat and self.keep_float:
+            raise ValueError("--keep-float needs calibration; a QAT model is exported with its trained ranges")
 
     def check_float_layers(self) -> None:
         """Raises unless this export can keep layers in float (``--keep-float``)."""

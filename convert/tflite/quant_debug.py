@@ -1,12 +1,14 @@
 """Which int8 layers lose most, and what keeping them in float wins back.
 
-``rank_layers`` runs TFLite's quantization debugger on the raw (no-NMS)
+``layer_errors`` runs TFLite's quantization debugger on the raw (no-NMS)
 graph with the export's own calibrated model and calibration images: every int8
 op's output is compared with the float op run on the same input, and layers
 are ranked by rmse/scale, the root-mean-square error in units of the output's
 quantization step (rounding alone gives 1/sqrt(12) = 0.29; TF's debugger
 guide treats well above that as suspect). The names it returns are what
-``TFLiteOptions.keep_float`` takes.
+``TFLiteOptions.keep_float`` takes. The export's quantization report runs it
+once; its errors also become Model Explorer node data
+(``evaluation/node_data.py``, ``ssdkit explore``).
 
 ``keep_float_auto`` is ``--keep-float auto``: when the quantization report
 shows a mAP@0.5 drop over the budget, it exports the int8 model with the 3,
@@ -27,13 +29,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ssdkit.evaluation.quant_report import map_drop_points
 
 from .savedmodel2tflite import TFLiteOptions, TFLiteSession
 
 KEEP_FLOAT_STEPS = (3, 5, 7, 10)  # layers kept in float, tried in turn
+RANKED = max(KEEP_FLOAT_STEPS)  # layers the report's ranking lists
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +51,17 @@ class LayerError:
         return {"tensor": self.tensor, "op": self.op, "rmse/scale": round(self.rmse_per_scale, 4)}
 
 
-def rank_layers(session: TFLiteSession, options: TFLiteOptions, top: int = max(KEEP_FLOAT_STEPS)) -> list[LayerError]:
-    """The ``top`` int8 layers with the largest rmse/scale, worst first.
+def layer_errors(session: TFLiteSession, options: TFLiteOptions) -> list[LayerError]:
+    """Every int8 layer's rmse/scale, worst first (layers whose error is not
+    finite, e.g. a constant output of scale 0, left out).
 
     The raw graph holds every layer the NMS graph does, under the same names,
     without the postprocess op the debugger cannot compare. Its calibrated
     model is the export's (``session.calibrated``): the debugger instruments
     it with NumericVerify ops, as ``QuantizationDebugger(converter=...)``
-    would after calibrating again, and runs it once over the calibration tensors."""
+    would after calibrating again, and runs it once over the calibration
+    tensors. The export's quantization report runs it once: the ranking for
+    ``--keep-float auto`` and the node data ``ssdkit explore`` shows."""
     import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
 
@@ -75,21 +81,28 @@ def rank_layers(session: TFLiteSession, options: TFLiteOptions, top: int = max(K
         error = math.sqrt(float(row["mean_squared_error"])) / float(row["scale"])
         if math.isfinite(error):
             layers.append(LayerError(row["tensor_name"], row["op_name"], error))
-    return sorted(layers, key=lambda layer: layer.rmse_per_scale, reverse=True)[:top]
+    return sorted(layers, key=lambda layer: layer.rmse_per_scale, reverse=True)
+
+
+def rank_layers(session: TFLiteSession, options: TFLiteOptions, top: int = RANKED) -> list[LayerError]:
+    """The ``top`` int8 layers with the largest rmse/scale, worst first."""
+    return layer_errors(session, options)[:top]
 
 
 def keep_float_auto(session: TFLiteSession, options: TFLiteOptions, int8: Path, max_map_drop: float,
-                    report: dict, measure: Callable[[Path], dict]) -> dict | None:
+                    report: dict, measure: Callable[[Path], dict],
+                    errors: Sequence[LayerError] | None = None) -> dict | None:
     """The report's keep-float section, replacing ``int8`` by the first mix
     within ``max_map_drop``; None (and one line) when int8 is within it already.
     ``session`` and ``options`` are the export's, as it wrote ``int8``;
-    ``measure(path)`` gives a mixed model's report row (size, latency, mAP@0.5)."""
+    ``measure(path)`` gives a mixed model's report row (size, latency, mAP@0.5);
+    ``errors``: ``layer_errors``' result when the export has it already."""
     pure = {**report["models"]["int8"], "mAP@0.5_drop_points": report["int8_vs_fp32"]["mAP@0.5_drop_points"]}
     if pure["mAP@0.5_drop_points"] <= max_map_drop:
         log.info(f"--keep-float auto: int8 is within the budget ({pure['mAP@0.5_drop_points']} <= "
                  f"{max_map_drop} points of mAP@0.5); every layer stays int8")
         return None
-    ranking = rank_layers(session, options)
+    ranking = list(errors[:RANKED]) if errors is not None else rank_layers(session, options)
     trials, kept = [], []
     with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=int8.parent) as tmp:
         for count in (k for k in KEEP_FLOAT_STEPS if k <= len(ranking)):

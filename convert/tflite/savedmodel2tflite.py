@@ -115,8 +115,12 @@ def _converter(raw, spec: ModelSpec, options: TFLiteOptions, dataset=None):
     if options.quant == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif options.quant == "int8":
-        converter.representative_dataset = dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not options.qat:  # a QAT graph carries its ranges in fake-quant ops
+            converter.representative_dataset = dataset
+            # TF 2.20 rejects INT8-only ops without a representative dataset even for a
+            # QAT graph (a metrics hook checks before it looks at the graph); a QAT
+            # export's integer-only graph is checked by tests/convert/test_qat.py instead.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = IO_TYPES[options.io]
         # The postprocess op's outputs are float whatever the body; raw outputs follow --io.
         converter.inference_output_type = tf.float32 if options.nms else IO_TYPES[options.io]
@@ -204,7 +208,7 @@ class TFLiteSession:
 
     def convert(self, options: TFLiteOptions) -> bytes:
         """The converted model of ``options`` (before metadata)."""
-        if options.quant != "int8":
+        if options.quant != "int8" or options.qat:  # QAT: the trained ranges, nothing to calibrate
             return _converter(self.raw, self.spec, options).convert()
         calibrated = self.calibrated(options)
         if options.keep_float:
@@ -215,7 +219,10 @@ class TFLiteSession:
     def export(self, out_dir: Path, options: TFLiteOptions) -> Path:
         """Converts to ``options`` and writes ``out_dir/<file_name>`` atomically."""
         target = Path(out_dir) / options.file_name(self.spec.name)
-        detail = f", calibrated on {len(self.tensors())} images" if options.quant == "int8" else ""
+        detail = ""
+        if options.quant == "int8":
+            detail = (", with the ranges of quantization-aware training" if options.qat
+                      else f", calibrated on {len(self.tensors())} images")
         log.info(f"converting to {target.name}{detail}")
         model = self.convert(options)
         if options.nms:
@@ -248,10 +255,11 @@ def quantize(calibrated: bytes, input_type, output_type, keep_float: Sequence[st
 def loaded_converter(saved_model: Path, spec: ModelSpec, options: TFLiteOptions,
                      calibration: Sequence[np.ndarray] | None = None) -> Iterator[tf.lite.TFLiteConverter]:
     """The converter ``export_tflite`` would run, for tools that run it their
-    own way. The SavedModel stays loaded inside the block: the converter's
-    function only holds weak references to its variables."""
+    own way (the quantization debugger). The SavedModel stays loaded inside the
+    block: the converter's function only holds weak references to its variables."""
     session = TFLiteSession(saved_model, spec, calibration)
-    yield _converter(session.raw, spec, options, session.dataset() if options.quant == "int8" else None)
+    calibrating = options.quant == "int8" and not options.qat
+    yield _converter(session.raw, spec, options, session.dataset() if calibrating else None)
 
 
 def _output_roles(model: bytes, options: TFLiteOptions) -> OutputRoles:
@@ -270,9 +278,10 @@ def export_tflite_variants(
 ) -> list[Path]:
     """Converts ``saved_model`` to every variant in one ``TFLiteSession``
     (loaded once, calibrated once) and writes each ``out_dir/<file_name>``
-    atomically. ``calibration``: RGB uint8 images, needed by int8 variants."""
+    atomically. ``calibration``: RGB uint8 images, needed by int8 variants
+    (not by those of a quantization-aware model, ``options.qat``)."""
     session = TFLiteSession(saved_model, spec, calibration)
-    if any(v.quant == "int8" for v in variants):
+    if any(v.quant == "int8" and not v.qat for v in variants):
         session.tensors()  # a bad image fails before the first conversion
     return [session.export(out_dir, options) for options in variants]
 

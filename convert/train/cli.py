@@ -12,6 +12,10 @@ from ..zoo import labels_arg
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
+# QAT fine-tunes a trained model: a twentieth of the from-scratch peak rate
+# (TF's QAT guide fine-tunes at the end of the float schedule's rate).
+QAT_LEARNING_RATE = 0.004
+
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train or fine-tune a zoo model on COCO JSON or VOC data (default: synthetic shapes)")
@@ -40,8 +44,12 @@ def register(subparsers) -> None:
     train.add_argument("--steps", type=arg("steps"), default=20000, help=f"training steps, {span('steps')} (default 20000)")
     train.add_argument("--batch-size", type=arg("batch_size"), default=16,
                        help=f"images per step, {span('batch_size')} (default 16)")
-    train.add_argument("--lr", type=arg("learning_rate"), default=0.08,
-                       help=f"peak learning rate (warmup + cosine), {span('learning_rate')} (default 0.08)")
+    train.add_argument("--lr", type=arg("learning_rate"),
+                       help=f"peak learning rate (warmup + cosine), {span('learning_rate')} (default 0.08; "
+                            f"with --qat {QAT_LEARNING_RATE})")
+    train.add_argument("--qat", action="store_true",
+                       help="quantization-aware fine-tuning of the --weights checkpoint: int8 rounding in training; "
+                            "`ssdkit export` of the result writes full-integer TFLite without calibration")
     train.add_argument("--warmup-steps", type=arg("warmup_steps"), default=500,
                        help=f"linear warmup steps, {span('warmup_steps')} (default 500)")
     train.add_argument("--checkpoint-every", type=arg("checkpoint_every"), default=500,
@@ -76,12 +84,17 @@ def _train(args) -> int:
         tuple(f"class_{i}" for i in range(1, args.num_classes + 1)) if args.num_classes else None)
     model_name = resolve_model(args.model, args.weights)
     checkpoint = read_checkpoint(args.weights) if args.weights else None  # a bad file fails before the data is read
+    if args.qat and checkpoint is None:
+        raise ValueError("--qat fine-tunes a trained float model: give its checkpoint with --weights")
+    if args.qat and args.freeze_backbone:
+        raise ValueError("--qat trains the whole fake-quantized network: drop --freeze-backbone")
     if model_name is not None:
         get_entry(model_name)
     size = (args.input_size, args.input_size) if args.input_size else None
     if checkpoint is None:  # the size against the architecture (a checkpoint's network is checked when built)
         model_spec(ModelConfig(model_name, width=args.width or 1.0, input_size=size))
-    out = Path(args.out or f"build/train/{checkpoint.definition.name if checkpoint else model_name}")
+    out = Path(args.out or f"build/train/{checkpoint.definition.name if checkpoint else model_name}"
+                           f"{'_qat' if args.qat else ''}")
     check_writable_folder(out)
     train_path = Path(args.data) if args.data else default_split("train") / "annotations.json"
     val_path = Path(args.val_data) if args.val_data else (None if args.data else default_split("val") / "annotations.json")
@@ -96,7 +109,8 @@ def _train(args) -> int:
     from .loop import TrainConfig, train
 
     config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup_steps,
+        steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
+        learning_rate=args.lr if args.lr is not None else (QAT_LEARNING_RATE if args.qat else 0.08),
         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_images=args.eval_images,
         seed=args.seed, freeze_backbone=args.freeze_backbone, augment=not args.no_augment,
         data=None if args.data else SYNTHETIC_DATA,
@@ -106,8 +120,13 @@ def _train(args) -> int:
     def build():
         with warnings.catch_warnings():  # "untrained: see `ssdkit train`" says nothing to someone training it
             warnings.simplefilter("ignore", UntrainedWarning)
-            return prepare_model(model_name, checkpoint, width=args.width, input_size=size, labels=labels,
-                                 backbone_weights=args.backbone_weights, seed=args.seed, new_classes=bool(new_labels))
+            model = prepare_model(model_name, checkpoint, width=args.width, input_size=size, labels=labels,
+                                  backbone_weights=args.backbone_weights, seed=args.seed, new_classes=bool(new_labels))
+        if args.qat and model.qat is None:
+            from ..models.qat import quantize_for_training
+
+            model = quantize_for_training(model)
+        return model
 
     history = train(build, train_data, val_data, out, config, args.strategy, args.resume)
     print(history["checkpoint"])

@@ -44,8 +44,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Two workers (pytest-xdist), one test file each at a time: module fixtures (exports) are built once.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 savedmodel: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)

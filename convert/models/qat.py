@@ -27,6 +27,7 @@ rebuilds it from that record.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -140,17 +141,35 @@ def quantize_for_training(model: SSDModel) -> SSDModel:
     plain = _rebuild_without_lambdas(model.keras_model)
     custom = (ConstantOp, keras.layers.Multiply, keras.layers.GlobalAveragePooling2D)
 
+    counts: dict[str, int] = {}
+
+    def config_of(layer) -> dict:
+        """The layer's config, with a name that does not depend on what the process built before:
+        Keras numbers unnamed layers (``multiply_18``) by a global counter, and the QAT
+        wrappers' variables (the checkpoint's keys) are named after their layers."""
+        config = layer.get_config()
+        from tf_keras.src.utils.generic_utils import to_snake_case  # how Keras names unnamed layers
+
+        base = to_snake_case(type(layer).__name__)
+        if re.fullmatch(rf"{re.escape(base)}(_\d+)?", layer.name):
+            counts[base] = counts.get(base, -1) + 1
+            config["name"] = f"qat_{base}_{counts[base]}"
+        return config
+
     def annotate(layer):
         """Every layer, with the registry's config (quantize_apply folds batch norm into the
         conv before it) or, for what it does not know, the output-range one."""
         if isinstance(layer, keras.layers.InputLayer):
             return layer
         if isinstance(layer, custom) and not registry.supports(layer):
-            return qk.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()), output_range())
-        return qk.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()))
+            return qk.quantize_annotate_layer(layer.__class__.from_config(config_of(layer)), output_range())
+        return qk.quantize_annotate_layer(layer.__class__.from_config(config_of(layer)))
 
     annotated = keras.models.clone_model(plain, clone_function=annotate)
     annotated.set_weights(plain.get_weights())
+    # quantize_apply adds one unnamed layer (the input's QuantizeLayer): number it from zero, as every
+    # other layer's name is fixed above, so the checkpoint's keys are the same in every process.
+    keras.backend.reset_uids()
     with qk.quantize_scope({"ConstantOp": ConstantOp, "OutputRangeConfig": output_range}):
         quantized = qk.quantize_apply(annotated)
     qat = dataclasses.replace(model, keras_model=quantized, qat={"scheme": SCHEME})

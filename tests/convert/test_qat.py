@@ -65,7 +65,7 @@ def test_export_is_full_integer_with_the_postprocess_op_and_runs_in_the_runtime(
     floats = {op["op_name"] for op in interpreter._get_ops_details()
               if any(tensors.get(i) == np.float32 for i in [*op["inputs"], *op["outputs"]] if i >= 0)}
     assert floats <= {"DEQUANTIZE", OP_NAME}, f"float ops in a QAT export: {floats}"
-    image = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(next((root / "train").glob("*.jpg"))))
+    image = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(next((root / "train" / "images").glob("*.jpg"))))
     with Detector(model, score_threshold=0.0) as detector:
         found = detector.detect(image)
     assert 0 < len(found) <= 100

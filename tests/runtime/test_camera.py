@@ -6,9 +6,7 @@ The soak test (thousands of frames, memory must stay flat) runs with
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +22,9 @@ cv2 = pytest.importorskip("cv2")
 from ssdkit.cli import main  # noqa: E402
 from ssdkit.runtime.camera.capture import Frame, FrameSlot  # noqa: E402
 from ssdkit.runtime.camera.mjpeg import BOUNDARY, MjpegServer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from camera_process import Camera  # noqa: E402
 
 SIZE = (64, 48)  # width, height
 FPS = 20.0
@@ -84,38 +85,6 @@ def clip(tmp_path_factory):
 def long_clip(tmp_path_factory):
     """30 s at the file's pace: the loop is still running when a test stops it."""
     return write_clip(tmp_path_factory.mktemp("clip") / "long.avi", 600, seed=1)
-
-
-class Camera:
-    """``ssdkit camera`` in a subprocess, its stderr collected line by line."""
-
-    def __init__(self, *args: str, cwd: Path):
-        self.process = subprocess.Popen([sys.executable, "-m", "ssdkit.cli", "camera", *args], cwd=cwd,
-                                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
-        self._reader.start()
-
-    def wait_for(self, condition, timeout: float = 30.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"exited early ({what}):\n{self.stderr}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.stderr}"
-            time.sleep(0.05)
-
-    def line(self, pattern: str) -> re.Match:
-        self.wait_for(lambda: any(re.search(pattern, line) for line in self.lines), what=pattern)
-        return next(m for line in self.lines if (m := re.search(pattern, line)))
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=30)
-        self._reader.join(timeout=5)
-        return code
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
 
 
 def jsonl_lines(path: Path) -> int:

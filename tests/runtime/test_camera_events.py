@@ -9,8 +9,6 @@ starts again. The soak run with every output on is ``make soak``.
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +26,9 @@ from ssdkit.datasets import synth_video as script  # noqa: E402
 from ssdkit.runtime.boxes import iou_matrix  # noqa: E402
 from ssdkit.runtime.camera.zones import parse_zones  # noqa: E402
 from ssdkit.runtime.detector import Detection  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from camera_process import Camera  # noqa: E402
 
 FRAMES = 2 * script.CYCLE  # two round trips: every event kind, each line crossed twice per direction
 
@@ -173,35 +174,6 @@ def test_script_tracks_zones_lines_snapshots_and_mqtt(shapes_tflite, video, zone
     assert re.search(r"done: 240 frames .*mqtt connected, \d+ published, 0 queued, 0 dropped, 0 reconnects", stderr)
 
 
-class Camera:
-    """``ssdkit camera`` in a subprocess, its stderr collected line by line."""
-
-    def __init__(self, *args: str, cwd: Path):
-        self.process = subprocess.Popen([sys.executable, "-m", "ssdkit.cli", "camera", *args], cwd=cwd,
-                                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
-        self._reader.start()
-
-    def wait_for(self, condition, timeout: float = 60.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"exited early ({what}):\n{self.stderr}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.stderr}"
-            time.sleep(0.05)
-
-    def terminate(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self._reader.join(timeout=5)
-        return code
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-
 def jsonl_records(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -217,7 +189,7 @@ def test_broker_outage_is_survived(shapes_tflite, zones_file, broker, tmp_path):
     recorder = broker.subscribe("ssdkit/outage/events/#")
     camera = Camera(str(shapes_tflite), "--source", str(long_video), "--zones", str(zones_file), "--jsonl", str(jsonl),
                     "--mqtt", f"127.0.0.1:{broker.port}", "--mqtt-topic", "ssdkit/outage", "--stats-every", "1",
-                    cwd=tmp_path)
+                    cwd=tmp_path, timeout=60)
     try:
         camera.wait_for(lambda: any("line_cross" in t for t, _, _ in recorder.take()), what="a line crossing")
         broker.kill()
@@ -522,7 +494,7 @@ def test_soak_with_every_event_output_memory_stays_flat(shapes_tflite, zones_fil
                     "--video", str(tmp_path / "soak.mp4"), "--jsonl", str(jsonl), "--serve", "127.0.0.1:0",
                     "--snapshots", str(tmp_path / "snaps"), "--snapshot-clip", "1", "--max-disk", "3MB",
                     "--mqtt", f"127.0.0.1:{broker.port}", "--mqtt-topic", "ssdkit/soak", "--mqtt-summary-rate", "5",
-                    "--stats-every", "5", cwd=tmp_path)
+                    "--stats-every", "5", cwd=tmp_path, timeout=60)
     camera.wait_for(lambda: re.search(r"serving (http://127\.0\.0\.1:\d+/)", camera.stderr), what="the server")
     url = re.search(r"serving (http://127\.0\.0\.1:\d+/)", camera.stderr).group(1)
     received = []

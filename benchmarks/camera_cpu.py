@@ -29,12 +29,18 @@ import time
 from pathlib import Path
 
 from ssdkit.datasets import synth_video as script
+from ssdkit.runtime.camera import pipeline
 from ssdkit.runtime.camera.loop import LoopConfig, run_loop
 from ssdkit.runtime.detector import Detector
 
 from camera_events import broker_tool  # noqa: E402  (the benchmark folder is on sys.path when run as a script)
 
 DEFAULT_SWITCH = sys.getswitchinterval()
+_turns_wait = pipeline._Turns.wait
+
+
+def _no_wait(self, timeout: float = 0.0) -> None:
+    """The output thread starts at once (the loop before ``pipeline._Turns``)."""
 VARIANTS = ("detection", "track", "zones", "mqtt", "snapshots", "all")
 _cpu: dict[str, float] = {}
 _lock = threading.Lock()
@@ -62,14 +68,14 @@ def _schedstat() -> tuple[float, float]:
     return int(running) / 1e9, int(waiting) / 1e9
 
 
-def _timed_detect(self, image, floor=None):
+def _timed_detect(self, image, floor=None, on_inference=None):
     """``Detector.detect`` with its wall time split: on a CPU, waiting for one (another
     thread or process had it), and the rest, which with one interpreter thread is the
     wait for the GIL after each call that released it."""
     run0, queue0 = _schedstat()
     wall0 = time.perf_counter()
     try:
-        return _detect(self, image, floor)
+        return _detect(self, image, floor, on_inference)
     finally:
         wall = time.perf_counter() - wall0
         run1, queue1 = _schedstat()
@@ -96,6 +102,8 @@ def options(variant: str, folder: Path, port: int) -> dict:
 def measure(model: Path, video: Path, folder: Path, variant: str, port: int, broker_pid: int) -> dict:
     variant, _, switch = variant.partition("@")  # detection@0.5: a GIL switch interval of 0.5 ms
     sys.setswitchinterval(float(switch) / 1000 if switch else DEFAULT_SWITCH)
+    variant, untimed, _ = variant.partition("~")  # all~: the output thread does not wait for its turn
+    pipeline._Turns.wait = _no_wait if untimed else _turns_wait
     _cpu.clear()
     _split[:] = [0.0, 0.0, 0.0, 0]
     jsonl = folder / f"{variant}.jsonl"

@@ -62,10 +62,11 @@ _split = [0.0, 0.0, 0.0, 0]  # wall, on-CPU, waiting for a CPU (run queue), call
 
 
 def _schedstat() -> tuple[float, float]:
-    """This thread's seconds on a CPU and waiting on a run queue (Linux schedstat)."""
+    """This thread's seconds on a CPU (``thread_time``: exact; schedstat's own figure lags by up
+    to a scheduler tick) and waiting on a run queue (Linux schedstat, updated when it gets a CPU)."""
     with open("/proc/thread-self/schedstat") as f:
-        running, waiting, _ = f.read().split()
-    return int(running) / 1e9, int(waiting) / 1e9
+        _, waiting, _ = f.read().split()
+    return time.thread_time(), int(waiting) / 1e9
 
 
 def _timed_detect(self, image, floor=None, on_inference=None):

@@ -16,6 +16,13 @@ at ``fast`` pace with a JSON Lines output; variants are interleaved and the
 smallest per-frame figure of ``--rounds`` is kept (load from other jobs only
 ever adds). The broker (amqtt) runs in its own process, niced, as a
 deployed loop's broker runs elsewhere; its CPU is reported apart.
+
+``--variants`` picks from detection, track, zones, mqtt, snapshots, all; a
+suffix ``~`` (``all~``) runs the output thread's work the moment a result
+arrives, as the loop did before ``pipeline._Turns``; ``@MS`` (``all@0.5``)
+sets the GIL switch interval. ``detect()`` rows split the detector call's
+wall time: on a CPU, waiting for one (Linux schedstat), and the rest
+(waiting for the GIL).
 """
 from __future__ import annotations
 

@@ -248,13 +248,17 @@ class Detector:
         --dynamic-batch``); otherwise it calls the model once per image."""
         return self._input.shape[0] == -1
 
-    def detect(self, image: np.ndarray, floor: float | None = None) -> list[Detection]:
+    def detect(self, image: np.ndarray, floor: float | None = None,
+               on_inference: Callable[[], None] | None = None) -> list[Detection]:
         """Detections in an RGB uint8 HxWx3 image, best first, boxes in its pixels.
 
         ``floor``: also the detections of reported classes scoring at least
         this, below their class's threshold (a tracker's low-score stage
-        takes them; ``reported`` tells them apart)."""
-        return self.detect_batch([image], floor)[0]
+        takes them; ``reported`` tells them apart).
+        ``on_inference``: called just before the model runs. The backends
+        release the GIL while the model runs and hold it around it, so a
+        pipeline starts its other Python work then (``camera/pipeline.py``)."""
+        return self.detect_batch([image], floor, on_inference)[0]
 
     def thresholds(self, floor: float | None = None) -> float | np.ndarray:
         """The score threshold now: one number, or with per-class control the
@@ -278,9 +282,11 @@ class Detector:
             (reported if _reaches(detection, thresholds) else low).append(detection)
         return reported, low
 
-    def detect_batch(self, images: Sequence[np.ndarray], floor: float | None = None) -> list[list[Detection]]:
+    def detect_batch(self, images: Sequence[np.ndarray], floor: float | None = None,
+                     on_inference: Callable[[], None] | None = None) -> list[list[Detection]]:
         """``detect`` on each image; one invocation for all of them when the
-        model has a dynamic batch axis (ONNX), else one per image."""
+        model has a dynamic batch axis (ONNX), else one per image
+        (``on_inference`` before each)."""
         limits.check(score_threshold=floor)
         start = time.perf_counter()
         prepared = [self._prepare(image) for image in images]
@@ -292,6 +298,8 @@ class Detector:
         inference = post = 0.0
         results = []
         for tensor, transforms in groups:
+            if on_inference is not None:
+                on_inference()
             begin = time.perf_counter()
             raw = self.backend.run(tensor)
             ran = time.perf_counter()

@@ -7,6 +7,8 @@ process, so ``make test`` needs no system package and no root.
         broker.kill()                   # the broker goes away (SIGKILL: no goodbye to clients)
         broker.start()                  # and comes back on the same port
 
+``Broker(nice=10)`` runs it at a lower priority: a benchmark of the camera
+loop measures the loop, while a deployed loop's broker runs elsewhere.
 ``Broker(tls=folder)`` serves TLS with a certificate made for 127.0.0.1 (its
 CA is ``broker.ca_file``); ``users={"name": "password"}`` turns anonymous
 access off. ``subscribe`` returns a client that records what it receives.
@@ -44,8 +46,10 @@ def amqtt_command() -> list[str]:
 
 
 class Broker:
-    def __init__(self, port: int | None = None, tls: bool = False, users: dict[str, str] | None = None):
+    def __init__(self, port: int | None = None, tls: bool = False, users: dict[str, str] | None = None,
+                 nice: int = 0):
         self.port = port or free_port()
+        self.nice = nice
         self.folder = Path(tempfile.mkdtemp(prefix="ssdkit-broker-"))
         self.ca_file: Path | None = None
         listener = {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}
@@ -68,8 +72,9 @@ class Broker:
     def start(self, timeout: float = 30.0) -> "Broker":
         """Starts the broker and waits until it accepts connections."""
         with open(self.log, "a") as log:
-            self.process = subprocess.Popen([*amqtt_command(), "-c", str(self.config)], stdout=log, stderr=log,
-                                            start_new_session=True)
+            niced = ["nice", "-n", str(self.nice)] if self.nice else []
+            self.process = subprocess.Popen([*niced, *amqtt_command(), "-c", str(self.config)], stdout=log,
+                                            stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

@@ -35,6 +35,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import limits
+
 DEFAULT_PORT, DEFAULT_TLS_PORT = 1883, 8883
 # QoS 1/2 messages handed to paho and not yet acknowledged; beyond, the sender waits and the queue
 # (bounded, oldest dropped) takes the rest, so a broker that is up but slow cannot grow memory either.
@@ -77,15 +79,11 @@ class MqttOptions:
     keepalive: int = 30
 
     def __post_init__(self):
-        if self.qos not in (0, 1, 2):
-            raise ValueError(f"--mqtt-qos: expected 0, 1 or 2, got {self.qos}")
+        # The numbers' ranges are ``limits.LIMITS``'s, as the command line checks them.
+        limits.check(qos=self.qos, message_queue=self.queue_size, summary_rate=self.summary_rate)
         if not re.fullmatch(r"[^#+\s]+(/[^#+\s]+)*", self.topic):
             raise ValueError(f"--mqtt-topic {self.topic!r}: expected a topic prefix such as ssdkit/garage "
                              "(no wildcards, spaces or empty levels)")
-        if self.queue_size < 1:
-            raise ValueError(f"--mqtt-queue: expected at least 1, got {self.queue_size}")
-        if self.summary_rate < 0:
-            raise ValueError(f"--mqtt-summary-rate: expected 0 or more per second, got {self.summary_rate}")
         for flag, path in (("--mqtt-ca", self.ca_file), ("--mqtt-cert", self.cert_file), ("--mqtt-key", self.key_file)):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"{flag} {path}: no such file")
@@ -135,6 +133,7 @@ class MqttPublisher:
         self._closing = False
         self._connected_at_close: bool | None = None
         self._states: dict[str, str] = {}  # retained state topic -> payload, sent again on each connection
+        self._last_states: dict | None = None  # the last ``states`` given
         self._last_summary = float("-inf")
         self.counts = {"published": 0, "dropped": 0, "connections": 0}
         self._last_problem: str | None = None
@@ -180,11 +179,18 @@ class MqttPublisher:
     def event(self, event: dict) -> None:
         self.publish(f"events/{event['type']}", event, qos=self.options.qos)
 
-    def summary(self, record: dict, now: float | None = None) -> None:
-        """A frame's summary, if one is due (``summary_rate``)."""
+    def summary_due(self, now: float | None = None) -> bool:
+        """Whether a frame's summary would be sent now (``summary_rate``): the
+        loop asks before it builds the summary's record, so frames between
+        summaries cost nothing here."""
         rate = self.options.summary_rate
         now = time.monotonic() if now is None else now
-        if rate <= 0 or now - self._last_summary < 1 / rate:
+        return rate > 0 and now - self._last_summary >= 1 / rate
+
+    def summary(self, record: dict, now: float | None = None) -> None:
+        """A frame's summary (``outputs.record``), if one is due (``summary_due``)."""
+        now = time.monotonic() if now is None else now
+        if not self.summary_due(now):
             return
         self._last_summary = now
         counts: dict[str, int] = {}
@@ -194,7 +200,11 @@ class MqttPublisher:
                                     "detections": record["detections"]})
 
     def states(self, states: dict) -> None:
-        """Zone and line counts (``Scene.states``): the retained topics whose value changed."""
+        """Zone and line counts (``Scene.states``): the retained topics whose value changed.
+        Counts change on events, not every frame: an unchanged ``states`` is one comparison."""
+        if states == self._last_states:
+            return
+        self._last_states = states
         values = {}
         for zone, count in states.get("zones", {}).items():
             values[f"zones/{zone}/occupied"] = "ON" if count else "OFF"

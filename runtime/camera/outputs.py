@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -102,8 +103,9 @@ class JsonlOutput:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w", encoding="utf-8")
 
-    def write(self, result: Result, seconds: dict[str, float]) -> None:
-        self._file.write(json.dumps(record(result, seconds)) + "\n")
+    def write(self, line: dict) -> None:
+        """One frame's ``record``."""
+        self._file.write(json.dumps(line) + "\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -203,15 +205,19 @@ class Outputs:
             self.window.show(image)
 
     def log(self, result: Result, seconds: dict[str, float]) -> None:
-        """The frame's JSON line, with every stage's time; events, counts and the summary to MQTT."""
+        """The frame's JSON line, with every stage's time; events, counts and the summary to MQTT.
+        The frame's record is built once, and only if the JSON Lines file or a due summary takes it."""
+        line = record(result, seconds) if self.jsonl else None
         if self.jsonl:
-            self.jsonl.write(result, seconds)
+            self.jsonl.write(line)
         if self.mqtt:
             for event in result.events:
                 self.mqtt.event(event)
             if result.states is not None:
                 self.mqtt.states(result.states)
-            self.mqtt.summary(record(result, seconds))
+            now = time.monotonic()
+            if self.mqtt.summary_due(now):
+                self.mqtt.summary(line or record(result, seconds), now)
 
     def close(self) -> None:
         """Closes everything, even if one of them fails; the first failure is raised."""

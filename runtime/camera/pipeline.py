@@ -4,7 +4,10 @@ Detection and output run in their own threads next to the capture thread,
 so while the detector works on frame n the outputs write frame n-1 and the
 camera delivers frame n+1: throughput approaches 1 / (slowest stage), and
 ``LoopStats`` says which stage that is. The detector's interpreter and
-OpenCV release the GIL while they work, so the stages do overlap.
+OpenCV release the GIL while they work, so the stages do overlap; the
+output thread's Python (tracking, zones, events) waits for the model to
+run before it starts (``_Turns``), so it overlaps inference rather than
+the detect thread's own Python.
 
 Stopping (a signal, ``--max-frames``, the window's q key): capture stops
 reading, detection finishes the frame it holds, output writes what is
@@ -25,6 +28,44 @@ from .stats import LoopStats
 
 _END = None  # sentinel after the last result
 QUEUE_SIZE = 2  # results waiting for output: enough to overlap, small enough to add no lag
+# Longest the output thread waits for the detector to start the model before it goes ahead anyway
+# (a bound: a detector busy in its own Python for longer never stalls the outputs).
+TURN_WAIT = 0.05
+
+
+class _Turns:
+    """Whose turn it is to run Python: the detect thread's while it takes a
+    frame, converts and resizes it and reads the model's outputs; the output
+    thread's while the model runs (the interpreter releases the GIL then) or
+    detection waits for a frame.
+
+    Why: a result reaches the output thread just as the detect thread starts
+    its next frame. Started at once, the output's tracking, zones and events
+    (about 1 ms of Python a frame on a desktop CPU, several on a Pi) take
+    the GIL at the detect thread's first short call that releases it
+    (cvtColor, resize) and keep it until they block or the 5 ms switch
+    interval runs out: their work is added to the detector's time per frame
+    instead of overlapping the model's. ``benchmarks/camera_gil.py``
+    measures both orders.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._detector_python = False
+
+    def detector(self, running_python: bool) -> None:
+        with self._cond:
+            self._detector_python = running_python
+            if not running_python:
+                self._cond.notify_all()
+
+    def model_runs(self) -> None:
+        self.detector(False)
+
+    def wait(self, timeout: float = TURN_WAIT) -> None:
+        """Until the detect thread is not running Python (at most ``timeout`` s)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._detector_python, timeout)
 
 
 class Pipeline:
@@ -40,6 +81,7 @@ class Pipeline:
         self.capture, self.detector, self.outputs, self.stats = capture, detector, outputs, stats
         self.max_frames = max_frames
         self._results: queue.Queue[Result | None] = queue.Queue(QUEUE_SIZE)
+        self._turns = _Turns()
         self._errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._run_detect, name="detect", daemon=True),
                          threading.Thread(target=self._run_output, name="output", daemon=True)]
@@ -77,6 +119,7 @@ class Pipeline:
         except BaseException as exc:
             self._fail(exc)
         finally:
+            self._turns.detector(False)
             self.stop()
             self._results.put(_END)
 
@@ -99,22 +142,27 @@ class Pipeline:
             frame = self.capture.slot.get()
             if frame is None:
                 return
+            self._turns.detector(True)
             begin = time.perf_counter()
             rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
             converted = time.perf_counter() - begin
             floor = self.outputs.scene.floor if self.outputs.scene is not None else None
-            detections = self.detector.detect(rgb, floor)
+            detections = self.detector.detect(rgb, floor, on_inference=self._turns.model_runs)
+            self._turns.detector(True)
             timings = self.detector.timings
             low = ()
             if floor is not None:  # ByteTrack's second stage; only reported detections go further
                 detections, low = self.detector.split_reported(detections)
-            self._results.put(Result(frame, detections, {
+            result = Result(frame, detections, {
                 "capture": frame.capture_s, "preprocess": converted + timings.preprocess,
-                "inference": timings.inference, "postprocess": timings.postprocess}, low=tuple(low)))
+                "inference": timings.inference, "postprocess": timings.postprocess}, low=tuple(low))
+            self._turns.detector(False)
+            self._results.put(result)
             done += 1
 
     def _output(self) -> None:
         while (result := self._results.get()) is not _END:
+            self._turns.wait()
             begin = time.perf_counter()
             tracked = {}
             if self.outputs.scene is not None:  # tracking, zones, events: in this thread, beside detection

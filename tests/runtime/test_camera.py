@@ -135,6 +135,46 @@ def test_newest_frame_slot_drops_stale_frames():
     assert slot.get() is None
 
 
+def test_output_thread_waits_for_the_model_to_run_not_for_long():
+    """The output thread's Python starts while the model runs (the GIL is free then), not while the
+    detect thread runs its own Python; and never waits longer than the bound."""
+    from ssdkit.runtime.camera.pipeline import _Turns
+
+    turns = _Turns()
+    began = time.perf_counter()
+    turns.wait(0.5)
+    assert time.perf_counter() - began < 0.1  # detection idle: at once
+    turns.detector(True)
+    began = time.perf_counter()
+    turns.wait(0.2)
+    assert 0.19 <= time.perf_counter() - began < 1.0  # the detector never reached its model: the bound
+    released = []
+    waiter = threading.Thread(target=lambda: (turns.wait(5.0), released.append(time.perf_counter())))
+    waiter.start()
+    time.sleep(0.2)
+    assert not released
+    ran = time.perf_counter()
+    turns.model_runs()
+    waiter.join(2.0)
+    assert released and released[0] - ran < 1.0
+
+
+def test_on_inference_is_called_once_just_before_the_model_runs(model):
+    """``Detector.detect``'s hook comes after preprocessing and before inference, once per run."""
+    from ssdkit.runtime.detector import Detector
+
+    with Detector(model) as detector:
+        image = np.zeros((200, 240, 3), np.uint8)
+        calls = []
+        run = detector.backend.run
+        detector.backend.run = lambda tensor: (calls.append("run"), run(tensor))[1]
+        detector.detect(image, on_inference=lambda: calls.append("hook"))
+        assert calls == ["hook", "run"]
+        calls.clear()
+        assert len(detector.detect_batch([image, image], on_inference=lambda: calls.append("hook"))) == 2
+        assert calls == ["hook", "run"] * (2 if not detector.batches else 1)
+
+
 def test_mjpeg_preview_over_http(model, long_clip, tmp_path):
     camera = Camera(str(model), "--source", str(long_clip), "--serve", "127.0.0.1:0", cwd=tmp_path)
     try:

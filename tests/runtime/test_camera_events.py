@@ -522,3 +522,51 @@ def test_soak_with_every_event_output_memory_stays_flat(shapes_tflite, zones_fil
           f"{len(events)} events over MQTT; snapshots {snaps / 2**20:.1f} MB on disk")
     assert len(events) > 100 and snaps <= 3 * 2**20
     assert peak - baseline < 10, f"RSS grew from {baseline:.1f} MB to {peak:.1f} MB"
+
+
+def test_mqtt_numbers_are_checked_by_the_shared_limits():
+    """MqttOptions and LoopConfig (and so the command line) reject a bad QoS, queue size or
+    summary rate with the same words: ``runtime/limits.py`` is the one table of ranges."""
+    from ssdkit.runtime import limits
+    from ssdkit.runtime.camera.loop import LoopConfig
+    from ssdkit.runtime.camera.mqtt import MqttOptions
+
+    for field, key, config_field, value in (("qos", "qos", "mqtt_qos", 3), ("queue_size", "message_queue", "mqtt_queue", 0),
+                                            ("summary_rate", "summary_rate", "mqtt_summary_rate", -1.0)):
+        expected = limits.LIMITS[key].error(value)
+        with pytest.raises(ValueError) as direct:
+            MqttOptions("127.0.0.1", 1883, **{field: value})
+        with pytest.raises(ValueError) as config:
+            LoopConfig(model="m.tflite", source="0", **{config_field: value})
+        assert str(direct.value) == str(config.value) == expected
+
+
+def test_summaries_and_counts_cost_nothing_between_changes(mqtt_broker_tool, monkeypatch):
+    """Per frame, the MQTT output builds a summary's record only when one is due (--mqtt-summary-rate)
+    and publishes zone/line counts only when they change; with a JSON Lines file the frame's record is
+    built once for both. Counted on a real publisher's queue (no broker: everything stays queued)."""
+    from ssdkit.runtime.camera import outputs as outputs_module
+    from ssdkit.runtime.camera.capture import Frame
+    from ssdkit.runtime.camera.mqtt import MqttOptions, MqttPublisher
+
+    built = []
+    real_record = outputs_module.record
+    monkeypatch.setattr(outputs_module, "record", lambda *a: built.append(1) or real_record(*a))
+    publisher = MqttPublisher(MqttOptions("127.0.0.1", mqtt_broker_tool.free_port(), topic="ssdkit/due",
+                                          summary_rate=1.0, queue_size=10_000, ha_discovery=False))
+    outputs = outputs_module.Outputs(mqtt=publisher)
+    image = np.zeros((8, 8, 3), np.uint8)
+    detection = Detection((1.0, 1.0, 5.0, 5.0), 0.9, 0, "circle")
+    try:
+        for i in range(300):  # far faster than one a second: one summary
+            occupied = int(i >= 150)  # the counts change once
+            states = {"zones": {"pad": occupied}, "lines": {"gate": {"in": occupied, "out": 0}}}
+            result = outputs_module.Result(Frame(i, time.time(), image, 20.0, 0.0), [detection], {}, (1,), (), states)
+            outputs.log(result, {"output": 0.001})
+        assert len(built) == 1
+        queued = [topic for topic, *_ in publisher._queue]
+        assert queued.count("ssdkit/due/detections") == 1
+        # 4 retained count topics at the first frame, then the 3 that changed (the "out" count did not)
+        assert len(queued) - 1 == 4 + 3, queued
+    finally:
+        publisher.close(timeout=0.1)

@@ -84,7 +84,7 @@ def register(subparsers) -> None:
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
     tflite.add_argument("--layer-errors", action="store_true",
                         help="int8: also run the quantization debugger (each layer's int8 error against float) and "
-                             "write it as MODEL_int8.node_data.json for ssdkit explore (adds about a third to the "
+                             "write it as MODEL_int8.node_data.json for ssdkit explore (adds about a fifth to the "
                              "export's time)")
     tflite.add_argument("--max-map-drop", type=arg("max_map_drop"), default=1.0,
                         help=f"int8: mAP@0.5 points the report accepts, {span('max_map_drop')} (default 1)")

@@ -163,7 +163,7 @@ def _quantization_report(session, options: ExportOptions, out_dir: Path, data, i
     costs and, with ``keep_float_auto``, what float layers win back.
 
     The quantization debugger (each int8 layer's error against float, about
-    a third of an ssd_mnv2 export's time) runs only when asked for: with
+    a sixth of an ssd_mnv2 export's time with it) runs only when asked for: with
     ``layer_errors`` (written as Model Explorer node data beside ``int8``
     for ``ssdkit explore``), or when ``--keep-float auto`` needs its ranking
     (the int8 drop is over the budget); then once, shared by both.

@@ -18,6 +18,8 @@ WEIGHTS_ARG = $(if $(WEIGHTS),--weights $(WEIGHTS),)
 EVAL_DATA ?=
 EVAL_DATA_ARG = $(if $(EVAL_DATA),--eval-data $(EVAL_DATA),)
 FORCE_ARG = $(if $(FORCE),--force,)
+# LAYER_ERRORS=1: the int8 layers' error as node data for `ssdkit explore` (the quantization debugger; slower export).
+LAYER_ERRORS_ARG = $(if $(LAYER_ERRORS),--layer-errors,)
 
 DATA ?=
 STEPS ?= 20000
@@ -29,7 +31,7 @@ help:
 	@echo "make test                    run the test suite"
 	@echo "make savedmodel | onnx | all | clean | train DATA=coco.json|voc_dir | qat WEIGHTS=ckpt.npz | demo-weights | bench | soak"
 	@echo "make pi-check                the runtime on Raspberry Pi OS (Debian arm64) under qemu, no Pi needed"
-	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT), EVAL_DATA (the int8 report's data)"
+	@echo "variables: MODEL (ssd_mnv2), WEIGHTS, OUT (build/\$$(MODEL)/), QUANT (int8), FORCE (1: replace another model's files in OUT), EVAL_DATA (the int8 report's data), LAYER_ERRORS (1: node data for ssdkit explore)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,7 +55,7 @@ savedmodel: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format savedmodel --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)
 
 tflite: $(STAMP)
-	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG) $(EVAL_DATA_ARG)
+	$(BIN)/ssdkit export --model $(MODEL) --format tflite --quant $(QUANT) --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG) $(EVAL_DATA_ARG) $(LAYER_ERRORS_ARG)
 
 onnx: $(STAMP)
 	$(BIN)/ssdkit export --model $(MODEL) --format onnx --out $(OUT) $(WEIGHTS_ARG) $(FORCE_ARG)

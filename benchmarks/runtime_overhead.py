@@ -7,15 +7,16 @@ The target (issue 4): overhead under 10% of the int8 ssd_mnv2 inference time.
 
     python benchmarks/runtime_overhead.py INT8.tflite [FP32.tflite] [--runs 50] [--threads N]
 
-The int8 / fp32 line is ``evaluation.measure.compare_latency``, the code
-and method of the quantization report's latency column.
+The int8 / fp32 line is ``evaluation.measure.int8_vs_fp32_latency``, the
+function the quantization report's latency column calls (same threads,
+same models with their postprocess op, fp32 first, in a fresh process).
 """
 from __future__ import annotations
 
 import argparse
 import numpy as np
 
-from ssdkit.evaluation.measure import LATENCY_THREADS, compare_latency, int8_capability, time_calls
+from ssdkit.evaluation.measure import LATENCY_THREADS, int8_capability, int8_vs_fp32_latency, time_calls
 from ssdkit.runtime import Detector
 
 
@@ -40,11 +41,11 @@ def main() -> None:
               f"{r['overhead_ms']:.2f} ms = {100 * r['overhead_ratio']:.1f}% of invoke"
               + (" (target for int8: < 10%)" if i == 0 else ""))
     if len(args.models) == 2:
-        # The quantization report's method and code: interleaved rounds of the interpreter alone.
-        latency = compare_latency(args.models, args.threads)
-        int8, fp32 = (latency[p]["median_ms"] for p in args.models)
-        print(f"int8 / fp32 invoke latency: {int8 / fp32:.2f} (int8 {int8:.2f} ms, fp32 {fp32:.2f} ms; "
-              f"{args.threads} threads, interleaved rounds; CPU int8: {int8_capability()})")
+        # The quantization report's function: interleaved rounds of the interpreter alone, in a fresh process.
+        latency = int8_vs_fp32_latency(fp32=args.models[1], int8=args.models[0], threads=args.threads)
+        print(f"int8 / fp32 invoke latency: {latency['ratio']:.2f} (int8 {latency['int8_ms']:.2f} ms, "
+              f"fp32 {latency['fp32_ms']:.2f} ms; {args.threads} threads, interleaved rounds; "
+              f"CPU int8: {int8_capability()})")
 
 
 if __name__ == "__main__":

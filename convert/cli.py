@@ -82,6 +82,10 @@ def register(subparsers) -> None:
     tflite.add_argument("--class-map", help="with --eval-data: MODEL_LABEL=DATASET_LABEL pairs separated by commas "
                                             "(or a .json file of them) for labels whose names differ")
     tflite.add_argument("--no-report", action="store_true", help="int8: skip the fp32 comparison (report.json/.md)")
+    tflite.add_argument("--layer-errors", action="store_true",
+                        help="int8: also run the quantization debugger (each layer's int8 error against float) and "
+                             "write it as MODEL_int8.node_data.json for ssdkit explore (adds about a fifth to the "
+                             "export's time)")
     tflite.add_argument("--max-map-drop", type=arg("max_map_drop"), default=1.0,
                         help=f"int8: mAP@0.5 points the report accepts, {span('max_map_drop')} (default 1)")
     tflite.add_argument("--keep-float", type=_keep_float, default="none",
@@ -151,6 +155,11 @@ def _export(args) -> int:
 
     class_map = parse_class_map(args.class_map)
     quant = args.quant or ("fp32" if args.format == "onnx" else "int8")
+    if args.layer_errors and (args.format != "tflite" or quant != "int8" or args.no_report):
+        raise ValueError(f"--layer-errors is the TFLite int8 quantization report's per-layer error; this export writes "
+                         f"no such report (--format {args.format}"
+                         f"{'' if args.format == 'savedmodel' else f' --quant {quant}'}"
+                         f"{' --no-report' if args.no_report else ''})")
     if args.eval_data and (args.format == "savedmodel" or quant != "int8" or args.no_report):
         raise ValueError(f"--eval-data is the int8 quantization report's data; this export writes no report "
                          f"(--format {args.format}{'' if args.format == 'savedmodel' else f' --quant {quant}'}"
@@ -184,7 +193,8 @@ def _export(args) -> int:
                             keep_float_auto=args.keep_float == "auto", opset=args.opset,
                             dynamic_batch=args.dynamic_batch, onnx_nms=args.onnx_nms,
                             onnx_quant=(args.quant or "fp32") if onnx else "fp32",
-                            eval_data=args.eval_data, class_map=tuple(class_map.items()))
+                            eval_data=args.eval_data, class_map=tuple(class_map.items()),
+                            layer_errors=args.layer_errors)
     out = Path(args.out or f"build/{weights.definition.name if weights else model_name}")
     check_writable_folder(out)
     if spec is not None:  # the spec is known without TensorFlow: refuse a folder of another model before building

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ssdkit.log import timed
 from ssdkit.runtime import limits
 
 from .export_folder import ExportFolder
@@ -46,6 +47,7 @@ class ExportOptions:
     report: bool = True  # int8 only: compare with fp32 in report.json / .md (ONNX: onnx_report.json / .md)
     max_map_drop: float = 1.0  # points of mAP@0.5 the report accepts before warning
     keep_float_auto: bool = False  # TFLite int8 over max_map_drop: keep its worst layers in float (quant_debug.py)
+    layer_errors: bool = False  # TFLite int8: the quantization debugger's per-layer error as node data (ssdkit explore)
     eval_data: str | None = None  # the report's data: COCO JSON, VOC folder or image folder (see _report_inputs)
     class_map: tuple[tuple[str, str], ...] = ()  # model label -> dataset label, for eval_data's categories
 
@@ -60,6 +62,8 @@ class ExportOptions:
                 raise ValueError("give --keep-float auto or layer names, not both")
             if not self.report:
                 raise ValueError("--keep-float auto works from the quantization report: drop --no-report")
+        if self.layer_errors and not self.report:
+            raise ValueError("--layer-errors runs with the quantization report: drop --no-report")
         if self.eval_data is not None and not Path(self.eval_data).exists():
             raise FileNotFoundError(f"{self.eval_data}: --eval-data not found")
         if self.class_map and self.eval_data is None:
@@ -131,12 +135,15 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions,
         if options.tflite.quant == "int8":
             _, data = _report_inputs(model, options)  # the report's data; no calibration
     elif options.tflite.quant == "int8":
-        calibration, data = _report_inputs(model, options)
+        with timed(log, "read the calibration and report images"):
+            calibration, data = _report_inputs(model, options)
         if options.keep_float_auto and not data.labelled:
             raise ValueError("--keep-float auto needs the mAP of labelled data: give --eval-data with a COCO JSON "
                              f"or VOC folder (the report would measure {data.describe()})")
-    saved_model = write_saved_model()
-    session = TFLiteSession(saved_model, model.spec, calibration)
+    with timed(log, "wrote and checked the SavedModel"):
+        saved_model = write_saved_model()
+    with timed(log, "loaded the SavedModel"):  # the check's copy when write_saved_model has one
+        session = TFLiteSession(saved_model, model.spec, calibration, getattr(write_saved_model, "loaded", None))
     if calibration is not None:
         session.tensors()  # a bad calibration image fails before the first conversion
     tflite = session.export(out_dir, options.tflite)
@@ -153,9 +160,13 @@ def _tflite(model: SSDModel, out_dir: Path, options: ExportOptions,
 
 def _quantization_report(session, options: ExportOptions, out_dir: Path, data, int8: Path) -> list[Path]:
     """Exports the fp32 twin and both raw variants, then measures what int8
-    costs, runs the quantization debugger (each int8 layer's error, written
-    as Model Explorer node data beside ``int8`` for ``ssdkit explore``) and,
-    with ``keep_float_auto``, what float layers win back.
+    costs and, with ``keep_float_auto``, what float layers win back.
+
+    The quantization debugger (each int8 layer's error against float, about
+    a sixth of an ssd_mnv2 export's time with it) runs only when asked for: with
+    ``layer_errors`` (written as Model Explorer node data beside ``int8``
+    for ``ssdkit explore``), or when ``--keep-float auto`` needs its ranking
+    (the int8 drop is over the budget); then once, shared by both.
 
     The comparison models are plain CPU models (no Edge TPU checks); each is
     exported once, so with ``--no-nms`` the int8 model is its own raw variant.
@@ -176,13 +187,13 @@ def _quantization_report(session, options: ExportOptions, out_dir: Path, data, i
 
     fp32 = variant(quant="fp32", keep_float=())
     int8_raw, fp32_raw = variant(nms=False), variant(quant="fp32", keep_float=(), nms=False)
-    errors = None
-    if not options.tflite.qat:
+
+    @functools.cache
+    def errors():
         from .tflite.quant_debug import layer_errors
 
-        errors = layer_errors(session, options.tflite)
-    else:
-        log.info("no per-layer error (ssdkit explore's node data) for a QAT export: the debugger needs calibration")
+        return layer_errors(session, options.tflite)
+
     keep_float = None
     if options.keep_float_auto:
         from .tflite.quant_debug import keep_float_auto
@@ -192,10 +203,13 @@ def _quantization_report(session, options: ExportOptions, out_dir: Path, data, i
     report = report_quantization(fp32, int8, fp32_raw, int8_raw, data, out_dir, "report", options.max_map_drop,
                                  keep_float)
     node_data = None
-    if errors is not None:  # after --keep-float auto, which may have replaced int8 by a mix
-        node_data = write_node_data(int8, {layer.tensor: layer.rmse_per_scale for layer in errors})
+    if options.layer_errors and options.tflite.qat:
+        log.warning("--layer-errors: no per-layer error for a QAT export (the debugger needs calibration images); "
+                    "no node data for ssdkit explore")
+    elif options.layer_errors:  # after --keep-float auto, which may have replaced int8 by a mix
+        node_data = write_node_data(int8, {layer.tensor: layer.rmse_per_scale for layer in errors()})
         if node_data is None:
-            log.warning(f"{int8.name}: none of the {len(errors)} layers the quantization debugger measured "
+            log.warning(f"{int8.name}: none of the {len(errors())} layers the quantization debugger measured "
                         "is an int8 op of it; no node data for ssdkit explore")
     written = [fp32, int8_raw, fp32_raw, *([node_data] if node_data else []), *report]
     return [path for path in dict.fromkeys(written) if path != int8]
@@ -252,9 +266,22 @@ def export(model: SSDModel, fmt: str, out_dir: str | Path, options: ExportOption
     folder.check()
     log.info(f"writing {fmt} of {model.spec.name} to {out_dir}/")
 
-    def write_saved_model() -> Path:
-        from .savedmodel.keras2savedmodel import export_savedmodel
+    return EXPORTERS[fmt](model, out_dir, options, _SavedModelWriter(model, folder))
 
-        return folder.put_saved_model(lambda target: export_savedmodel(model, target))
 
-    return EXPORTERS[fmt](model, out_dir, options, write_saved_model)
+class _SavedModelWriter:
+    """What an exporter calls to write the SavedModel (``() -> Path``), once
+    its inputs are read. ``loaded`` is then the SavedModel as its check
+    loaded it, which the TFLite converter takes instead of loading it again."""
+
+    def __init__(self, model: SSDModel, folder: ExportFolder):
+        self.model, self.folder, self.loaded = model, folder, None
+
+    def __call__(self) -> Path:
+        from .savedmodel.keras2savedmodel import export_and_load_savedmodel
+
+        def write(target: Path) -> Path:
+            path, self.loaded = export_and_load_savedmodel(self.model, target)
+            return path
+
+        return self.folder.put_saved_model(write)

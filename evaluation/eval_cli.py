@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     command.add_argument("--threshold", type=arg("score_threshold"), default=DEFAULT_THRESHOLD,
                          help=f"minimum detection score, {span('score_threshold')} (default {DEFAULT_THRESHOLD})")
     command.add_argument("--device", help="device profile (see `ssdkit devices`): threads and delegate")
+    command.add_argument("--class-map", help="MODEL_LABEL=DATASET_LABEL pairs separated by commas (or a .json file of "
+                                             "them) for labels whose names differ; then every dataset category must "
+                                             "match a model label (as export's --eval-data)")
     command.add_argument("--max-images", type=arg("images"), help=f"evaluate the first N images only ({span('images')})")
     command.set_defaults(handler=_eval)
 
@@ -29,7 +32,10 @@ def _eval(args) -> int:
 
     from ssdkit.runtime.detector import BATCH_SIZE
 
-    from .evaluate import class_mapping, evaluate, load_dataset, open_detector, predict_dataset
+    from .evaluate import class_mapping, evaluate, load_dataset, open_detector, parse_class_map, predict_dataset, \
+        strict_class_mapping
+
+    class_map = parse_class_map(args.class_map)
 
     if args.json_out:
         check_writable_folder(Path(args.json_out).parent)
@@ -38,7 +44,9 @@ def _eval(args) -> int:
     if not records:
         raise ValueError(f"{dataset.source}: no images to evaluate on")
     with open_detector(args.model, args.device, args.threshold) as detector:
-        mapping = class_mapping(detector.spec.labels, dataset.labels)  # before the long run: fails on foreign labels
+        # Before the long run: fails on foreign labels (with --class-map, on any category no model label matches).
+        mapping = (strict_class_mapping(detector.spec.labels, dataset.labels, class_map, dataset.source) if class_map
+                   else class_mapping(detector.spec.labels, dataset.labels))
         start = time.perf_counter()
         predictions = predict_dataset(detector, dataset, len(records))
         seconds = time.perf_counter() - start

@@ -2,7 +2,7 @@
 
 Serves Google's Model Explorer (``pip install 'ssdkit[explore]'``) on
 127.0.0.1 with the export's int8 .tflite and the node data its quantization
-report wrote beside it (``MODEL_int8.node_data.json``, ``node_data.py``):
+report wrote beside it with ``--layer-errors`` (``MODEL_int8.node_data.json``, ``node_data.py``):
 each int8 op coloured by its rmse/scale, the error in quantization steps.
 The browser opens only where there is a display; the URL is printed either
 way (over SSH: ``ssh -L PORT:127.0.0.1:PORT``). Exit code 2 for a folder
@@ -20,7 +20,7 @@ from ssdkit.runtime import limits
 from .node_data import SUFFIX, node_data_path
 
 FIRST_PORT, PORTS = 8080, 20  # Model Explorer's own default and search range
-EXPORT_INT8 = "ssdkit export --weights CKPT --format tflite --quant int8 --out {folder}"
+EXPORT_INT8 = "ssdkit export --weights CKPT --format tflite --quant int8 --layer-errors --out {folder}"
 
 
 def register(subparsers) -> None:
@@ -48,9 +48,9 @@ def find_int8(folder: Path) -> tuple[Path, Path]:
     int8 = sorted(path.name for path in folder.glob("*_int8*.tflite"))
     if not int8:
         raise ValueError(f"{folder}: no int8 .tflite model; export one with: {EXPORT_INT8.format(folder=folder)}")
-    raise ValueError(f"{folder}: {int8[0]} has no node data ({Path(int8[0]).stem}{SUFFIX}); the quantization report "
-                     f"writes it: {EXPORT_INT8.format(folder=folder)} (without --no-report; a QAT checkpoint's "
-                     "export has none)")
+    raise ValueError(f"{folder}: {int8[0]} has no node data ({Path(int8[0]).stem}{SUFFIX}); re-export with "
+                     f"--layer-errors: {EXPORT_INT8.format(folder=folder)} (make tflite LAYER_ERRORS=1; not with "
+                     "--no-report; a QAT checkpoint's export has none)")
 
 
 def _in_use(port: int) -> bool:

@@ -148,6 +148,22 @@ def measure_latency_in_subprocess(paths: Sequence[str | Path], threads: int = LA
     return {str(path): measured[full] for path, full in zip(paths, absolute)}
 
 
+def int8_vs_fp32_latency(fp32: str | Path, int8: str | Path, threads: int = LATENCY_THREADS) -> dict:
+    """The int8 / fp32 latency of the quantization report and of ``make
+    bench`` (``benchmarks/runtime_overhead.py``): one function, so the two
+    agree by construction on a given machine and pair of files. Both pass the
+    models with their postprocess op (``MODEL_fp32.tflite``,
+    ``MODEL_int8.tflite``: what is deployed; the op runs in float in both, so
+    it makes the ratio a little closer to 1 than the raw graphs' would be):
+    ``compare_latency`` with ``threads``, fp32 first in each round, in a
+    fresh process (``measure_latency_in_subprocess``).
+
+    Returns ``{"fp32_ms", "int8_ms", "ratio", "threads"}`` (medians; ratio int8 / fp32)."""
+    latency = measure_latency_in_subprocess([fp32, int8], threads)
+    fp32_ms, int8_ms = latency[str(fp32)]["median_ms"], latency[str(int8)]["median_ms"]
+    return {"fp32_ms": fp32_ms, "int8_ms": int8_ms, "ratio": int8_ms / fp32_ms, "threads": threads}
+
+
 def int8_capability() -> str:
     """What this CPU has for int8 matrix products, the main reason int8 is or
     is not faster than fp32: ``AVX-512 VNNI``, ``AVX-VNNI``, ``AVX2`` (no

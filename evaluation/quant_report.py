@@ -35,14 +35,14 @@ import numpy as np
 
 from ssdkit.datasets.records import Dataset
 from ssdkit.fileio import write_text_atomic
-from ssdkit.log import progress
+from ssdkit.log import progress, timed
 from ssdkit.runtime import Detector
 from ssdkit.tables import markdown_table
 
 from .agreement import detection_agreement
 from .evaluate import DEFAULT_THRESHOLD, Prediction, evaluate, load_dataset, predict, strict_class_mapping
-from .measure import LATENCY_ROUNDS, LATENCY_RUNS, LATENCY_THREADS, int8_capability, machine_info, \
-    measure_latency_in_subprocess
+from .measure import LATENCY_ROUNDS, LATENCY_RUNS, LATENCY_THREADS, int8_capability, int8_vs_fp32_latency, \
+    machine_info, measure_latency_in_subprocess
 from .verify import raw_difference, raw_outputs
 
 EVAL_IMAGES = 100  # labelled images measured (the first of the dataset)
@@ -135,11 +135,12 @@ def build_report(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, data: E
                  threads: int = LATENCY_THREADS) -> dict:
     models, found = {}, {}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        models[name], found[name] = measure_model(path, data)
-    latency = measure_latency_in_subprocess([fp32, int8], threads)
-    for name, path in (("fp32", fp32), ("int8", int8)):
-        models[name]["latency_ms"] = latency[str(path)]["median_ms"]
-    ratio = models["int8"]["latency_ms"] / models["fp32"]["latency_ms"]
+        with timed(log, f"evaluated {path.name} on {len(data.images)} images"):
+            models[name], found[name] = measure_model(path, data)
+    with timed(log, "measured the latency"):
+        latency = int8_vs_fp32_latency(fp32, int8, threads)
+    models["fp32"]["latency_ms"], models["int8"]["latency_ms"] = latency["fp32_ms"], latency["int8_ms"]
+    ratio = latency["ratio"]
     comparison = {
         "size_ratio": round(models["int8"]["size_mb"] / models["fp32"]["size_mb"], 3),
         "latency_ratio": round(ratio, 3),
@@ -148,14 +149,16 @@ def build_report(fp32: Path, int8: Path, fp32_raw: Path, int8_raw: Path, data: E
     if data.labelled:
         comparison["mAP@0.5_drop_points"] = map_drop_points(models["fp32"], models["int8"])
     comparison["agreement"] = detection_agreement(found["fp32"], found["int8"]).as_dict()
-    comparison["raw_output_difference"] = _raw_difference(fp32_raw, int8_raw, data.images[:RAW_IMAGES])
+    with timed(log, "compared the raw outputs"):
+        comparison["raw_output_difference"] = _raw_difference(fp32_raw, int8_raw, data.images[:RAW_IMAGES])
     return {
         "evaluation_set": {"source": data.source, "images": len(data.images), "labelled": data.labelled,
                            "why": data.why},
         "models": models,
         "int8_vs_fp32": comparison,
-        "latency": {"method": "interpreter invoke alone, fp32 and int8 in interleaved rounds, in a separate process "
-                              "(evaluation/measure.py compare_latency, as make bench)",
+        "latency": {"method": "interpreter invoke alone (the models with their postprocess op), fp32 and int8 in "
+                              "interleaved rounds, in a separate process (evaluation/measure.py int8_vs_fp32_latency, "
+                              "make bench's int8 / fp32 line)",
                     "threads": threads, "rounds": LATENCY_ROUNDS, "runs_per_round": LATENCY_RUNS,
                     "cpu_int8": int8_capability()},
         "machine": machine_info(),

@@ -149,6 +149,18 @@ def note(items: Iterable, text: str) -> None:
 
 
 @contextlib.contextmanager
+def timed(logger: logging.Logger, what: str) -> Iterator[None]:
+    """Logs "what in 12.3 s" at debug level (``-v``) when the block ends:
+    the phases of a long job (an export) with their durations, to see where
+    its time goes."""
+    import time
+
+    start = time.perf_counter()
+    yield
+    logger.debug(f"{what} in {time.perf_counter() - start:.1f} s")
+
+
+@contextlib.contextmanager
 def native_stderr_captured(enabled: bool = True) -> Iterator[None]:
     """Points file descriptor 2 at a temporary file for the block, so C++
     libraries' direct writes (absl's ``W0000`` lines, the quantizer's

@@ -6,7 +6,8 @@ import pytest
 def tiny_tflite(tmp_path_factory):
     """``tiny_tflite(**TFLiteOptions fields)`` -> path of the tiny test network
     (untrained ssd_mnv2, width 0.35, 96x96, labels a and b) exported as TFLite
-    with those options; each variant is exported once per session."""
+    with those options (``layer_errors=True``: the export option of that
+    name, node data for ssdkit explore); each variant is exported once per session."""
     pytest.importorskip("tensorflow")
     from ssdkit.convert.export import ExportOptions, export
     from ssdkit.convert.checkpoint import prepare_model
@@ -21,7 +22,10 @@ def tiny_tflite(tmp_path_factory):
                 model = prepare_model("ssd_mnv2", width=0.35, input_size=(96, 96), labels=("a", "b"),
                                       backbone_weights="none")
             out = tmp_path_factory.mktemp("tiny")
-            exported[key] = export(model, "tflite", out, ExportOptions(tflite=TFLiteOptions(**options)))[-1]
+            options = dict(options)
+            layer_errors = options.pop("layer_errors", False)
+            exported[key] = export(model, "tflite", out, ExportOptions(tflite=TFLiteOptions(**options),
+                                                                       layer_errors=layer_errors))[-1]
         return exported[key]
 
     return tflite

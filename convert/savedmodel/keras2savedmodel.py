@@ -16,17 +16,21 @@ which TensorFlow ignores and the runtime reads without TensorFlow.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from ssdkit.fileio import atomic_path
+from ssdkit.log import timed
 from ssdkit.runtime.model_files import write_savedmodel_spec
 from ssdkit.runtime.spec import ModelSpec
 
 from . import tf_box_coder
 from ..models.ssd import SSDModel
+
+log = logging.getLogger(__name__)
 
 
 
@@ -87,9 +91,10 @@ class DetectionModule(tf.Module):
         }
 
 
-def _check_round_trip(path: Path, model: SSDModel) -> None:
+def _check_round_trip(path: Path, model: SSDModel):
     """Loads the written SavedModel and checks both signatures against Keras,
-    so a broken export fails here instead of on the user's device."""
+    so a broken export fails here instead of on the user's device. Returns
+    the loaded SavedModel."""
     height, width = model.spec.input_size
     image = np.random.default_rng(0).uniform(-1, 1, (1, height, width, 3)).astype(np.float32)
     loaded = tf.saved_model.load(str(path))
@@ -101,13 +106,25 @@ def _check_round_trip(path: Path, model: SSDModel) -> None:
     served = loaded.signatures["serving_default"](images=tf.zeros([1, height, width, 3], tf.uint8))
     if served["detection_boxes"].shape != (1, model.spec.postprocessing.max_detections, 4):
         raise RuntimeError(f"{path}: serving_default returned boxes of shape {served['detection_boxes'].shape}")
+    return loaded
 
 
 def export_savedmodel(model: SSDModel, target: Path) -> Path:
     """Writes the SavedModel folder ``target`` atomically and verifies it."""
+    return export_and_load_savedmodel(model, target)[0]
+
+
+def export_and_load_savedmodel(model: SSDModel, target: Path):
+    """``export_savedmodel``, also returning the SavedModel its check loaded
+    (``tf.saved_model.load``: its variables are read into memory, so it stays
+    usable after the folder is moved into place), for a converter that would
+    otherwise load it again: loading takes as long as a TFLite conversion."""
     with atomic_path(target, directory=True) as tmp:
-        module = DetectionModule(model)
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve, "raw": module.raw, "raw_batch": module.raw_batch})
+        with timed(log, "traced and saved the SavedModel"):
+            module = DetectionModule(model)
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve, "raw": module.raw,
+                                                              "raw_batch": module.raw_batch})
         write_savedmodel_spec(tmp, model.spec)
-        _check_round_trip(tmp, model)
-    return target
+        with timed(log, "loaded the SavedModel back and checked it against Keras"):
+            loaded = _check_round_trip(tmp, model)
+    return target, loaded

@@ -6,9 +6,10 @@ op's output is compared with the float op run on the same input, and layers
 are ranked by rmse/scale, the root-mean-square error in units of the output's
 quantization step (rounding alone gives 1/sqrt(12) = 0.29; TF's debugger
 guide treats well above that as suspect). The names it returns are what
-``TFLiteOptions.keep_float`` takes. The export's quantization report runs it
-once; its errors also become Model Explorer node data
-(``evaluation/node_data.py``, ``ssdkit explore``).
+``TFLiteOptions.keep_float`` takes. It costs about as much as calibrating,
+so the export runs it only when asked: ``--layer-errors`` writes its errors
+as Model Explorer node data (``evaluation/node_data.py``, ``ssdkit explore``),
+and ``--keep-float auto`` ranks layers with it when int8 is over budget.
 
 ``keep_float_auto`` is ``--keep-float auto``: when the quantization report
 shows a mAP@0.5 drop over the budget, it exports the int8 model with the 3,
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ssdkit.evaluation.quant_report import map_drop_points
+from ssdkit.log import timed
 
 from .savedmodel2tflite import TFLiteOptions, TFLiteSession
 
@@ -60,8 +62,8 @@ def layer_errors(session: TFLiteSession, options: TFLiteOptions) -> list[LayerEr
     model is the export's (``session.calibrated``): the debugger instruments
     it with NumericVerify ops, as ``QuantizationDebugger(converter=...)``
     would after calibrating again, and runs it once over the calibration
-    tensors. The export's quantization report runs it once: the ranking for
-    ``--keep-float auto`` and the node data ``ssdkit explore`` shows."""
+    tensors. An export runs it at most once: the ranking for
+    ``--keep-float auto`` and the node data ``ssdkit explore`` shows (``--layer-errors``)."""
     import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
 
@@ -73,7 +75,8 @@ def layer_errors(session: TFLiteSession, options: TFLiteOptions) -> list[LayerEr
         warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated", UserWarning)
         debugger = tf.lite.experimental.QuantizationDebugger(quant_debug_model_content=debug_model,
                                                              debug_dataset=session.dataset("comparing layers"))
-        debugger.run()
+        with timed(log, "quantization debugger ran"):
+            debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     layers = []
@@ -91,18 +94,19 @@ def rank_layers(session: TFLiteSession, options: TFLiteOptions, top: int = RANKE
 
 def keep_float_auto(session: TFLiteSession, options: TFLiteOptions, int8: Path, max_map_drop: float,
                     report: dict, measure: Callable[[Path], dict],
-                    errors: Sequence[LayerError] | None = None) -> dict | None:
+                    errors: Callable[[], Sequence[LayerError]] | None = None) -> dict | None:
     """The report's keep-float section, replacing ``int8`` by the first mix
     within ``max_map_drop``; None (and one line) when int8 is within it already.
     ``session`` and ``options`` are the export's, as it wrote ``int8``;
     ``measure(path)`` gives a mixed model's report row (size, latency, mAP@0.5);
-    ``errors``: ``layer_errors``' result when the export has it already."""
+    ``errors``: gives ``layer_errors``' result, called only when int8 is
+    over the budget (the export shares one debugger run with its node data)."""
     pure = {**report["models"]["int8"], "mAP@0.5_drop_points": report["int8_vs_fp32"]["mAP@0.5_drop_points"]}
     if pure["mAP@0.5_drop_points"] <= max_map_drop:
         log.info(f"--keep-float auto: int8 is within the budget ({pure['mAP@0.5_drop_points']} <= "
                  f"{max_map_drop} points of mAP@0.5); every layer stays int8")
         return None
-    ranking = list(errors[:RANKED]) if errors is not None else rank_layers(session, options)
+    ranking = list(errors()[:RANKED]) if errors is not None else rank_layers(session, options)
     trials, kept = [], []
     with tempfile.TemporaryDirectory(prefix=".keep-float-", dir=int8.parent) as tmp:
         for count in (k for k in KEEP_FLOAT_STEPS if k <= len(ranking)):

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssdkit.fileio import atomic_path
-from ssdkit.log import progress
+from ssdkit.log import progress, timed
 from ssdkit.runtime.model_files import embed_in_tflite
 from ssdkit.runtime.preprocess import preprocess
 from ssdkit.runtime.roles import DETECTION_ROLES, RAW_ROLES, OutputRoles
@@ -153,14 +153,19 @@ class TFLiteSession:
     per variant and keep-float trial, and the SavedModel is loaded once.
 
     ``calibration``: RGB uint8 images; needed by int8 variants.
+    ``loaded``: ``saved_model`` as ``tf.saved_model.load`` gave it already
+    (the exporter's round-trip check loads it), so it is not loaded twice.
     ``calibration_passes`` counts the passes over them (tests read it).
     """
 
-    def __init__(self, saved_model: Path, spec: ModelSpec, calibration: Sequence[np.ndarray] | None = None):
+    def __init__(self, saved_model: Path, spec: ModelSpec, calibration: Sequence[np.ndarray] | None = None,
+                 loaded=None):
         self.spec = spec
         self._images = calibration
         self._tensors: list[np.ndarray] | None = None
-        self._loaded = _load(saved_model)
+        if loaded is not None and "raw" not in loaded.signatures:
+            raise ValueError(f"{saved_model}: SavedModel has no 'raw' signature; export it with ssdkit")
+        self._loaded = loaded if loaded is not None else _load(saved_model)
         self._calibrated: dict[tuple, bytes] = {}
         self.calibration_passes = 0
 
@@ -202,7 +207,8 @@ class TFLiteSession:
         else:
             converter = _converter(self.raw, self.spec, dataclasses.replace(options, quant="int8"), self.dataset())
             converter._experimental_calibrate_only = True  # convert() stops after calibrating
-            model = converter.convert()
+            with timed(log, f"calibrated on {len(self.tensors())} images"):
+                model = converter.convert()
         self._calibrated[post] = model
         return model
 
@@ -224,7 +230,8 @@ class TFLiteSession:
             detail = (", with the ranges of quantization-aware training" if options.qat
                       else f", calibrated on {len(self.tensors())} images")
         log.info(f"converting to {target.name}{detail}")
-        model = self.convert(options)
+        with timed(log, f"converted {target.name}"):
+            model = self.convert(options)
         if options.nms:
             # The converter drops detections_per_class (see tflite_flatbuffer.py).
             model = set_custom_options(model, OP_NAME, {"detections_per_class": options.op_options(self.spec).detections_per_class})

@@ -23,6 +23,11 @@ def test_models_lists_the_zoo_with_stored_params_and_flops(capsys):
     (["--model", "ssd_mnv2_fpnlite", "--input-size", "300"], "must be a multiple of 32"),
     (["--format", "caffe"], "unknown format 'caffe'; expected one of savedmodel, tflite, onnx"),
     (["--format", "tflite", "--quant", "int4"], "unknown quantization 'int4'"),
+    (["--format", "tflite", "--layer-errors", "--no-report"],
+     "--layer-errors is the TFLite int8 quantization report's per-layer error; this export writes no such report "
+     "(--format tflite --quant int8 --no-report)"),
+    (["--format", "tflite", "--quant", "fp32", "--layer-errors"], "(--format tflite --quant fp32)"),
+    (["--format", "onnx", "--quant", "int8", "--layer-errors"], "(--format onnx --quant int8)"),
 ])
 def test_bad_export_arguments_exit_2_with_one_line(capsys, tmp_path, argv, message):
     out_dir = tmp_path / "out"

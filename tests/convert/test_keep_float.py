@@ -59,8 +59,7 @@ def auto_export(tmp_path_factory):
 def test_auto_writes_the_ranking_and_the_trade_off_into_the_report(auto_export):
     out, err, _ = auto_export
     assert sorted(p.name for p in out.iterdir()) == sorted(  # --no-nms: the int8 model is its own raw variant
-        ["saved_model", "ssd_mnv2_int8_nonms.tflite", "ssd_mnv2_fp32_nonms.tflite", "ssd_mnv2_int8_nonms.node_data.json",
-         "report.json", "report.md"])
+        ["saved_model", "ssd_mnv2_int8_nonms.tflite", "ssd_mnv2_fp32_nonms.tflite", "report.json", "report.md"])
     report = json.loads((out / "report.json").read_text())
     section = report["keep_float"]
     ranking = section["ranking"]

@@ -254,7 +254,7 @@ def test_int8_export_writes_the_quantization_report(tmp_path, monkeypatch):
     written = export(model, "tflite", tmp_path / "out", ExportOptions(calib_samples=8))
     names = sorted(p.name for p in written)
     assert names == sorted(["saved_model", "ssd_mnv2_int8.tflite", "ssd_mnv2_fp32.tflite", "ssd_mnv2_int8_nonms.tflite",
-                            "ssd_mnv2_fp32_nonms.tflite", "ssd_mnv2_int8.node_data.json", "report.json", "report.md"])
+                            "ssd_mnv2_fp32_nonms.tflite", "report.json", "report.md"])  # node data: --layer-errors only
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["models"]["int8"]["size_mb"] < 0.5 * report["models"]["fp32"]["size_mb"]
     # An untrained model: no mAP (its training data is not the synthetic shapes), agreement on held-out images.

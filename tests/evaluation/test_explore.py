@@ -30,9 +30,9 @@ ADAPTER = BuiltinTfliteFlatbufferAdapter.metadata.id
 
 @pytest.fixture(scope="module")
 def int8_export(tiny_tflite):
-    """The tiny network's raw int8 export with its quantization report (the
-    export test_quantize uses too): (model, node data path)."""
-    model = tiny_tflite(quant="int8", nms=False).parent / "ssd_mnv2_int8_nonms.tflite"
+    """The tiny network's raw int8 export with its quantization report and
+    ``--layer-errors``' node data: (model, node data path)."""
+    model = tiny_tflite(quant="int8", nms=False, layer_errors=True).parent / "ssd_mnv2_int8_nonms.tflite"
     return model, node_data_path(model)
 
 
@@ -131,6 +131,6 @@ def test_explore_says_which_export_makes_what_is_missing(int8_export, tmp_path, 
         assert "tensorflow" not in result["heavy"]
     missing, empty, no_data = (result["stderr"] for result in results)
     assert "missing: not a folder" in missing
-    assert "empty: no int8 .tflite model; export one with: ssdkit export" in empty
+    assert "empty: no int8 .tflite model; export one with: ssdkit export" in empty and "--layer-errors" in empty
     assert f"{model.name} has no node data ({model.stem}.node_data.json)" in no_data
-    assert "ssdkit export" in no_data and "--no-report" in no_data
+    assert "re-export with --layer-errors: ssdkit export" in no_data and "LAYER_ERRORS=1" in no_data

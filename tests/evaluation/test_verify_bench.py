@@ -83,6 +83,39 @@ def test_eval_with_foreign_labels_is_exit_2(model_dir, tmp_path, capsys):
     assert "have no name in common" in capsys.readouterr().err
 
 
+def test_eval_class_map_maps_renamed_categories_and_names_an_unmapped_one(model_dir, data, tmp_path, capsys):
+    """--class-map (export's parser and strict mapping): the model's circle and
+    square scored against categories renamed round and box give the same
+    metrics as under their own names; a category left unmapped is one line
+    naming it, exit 2."""
+    coco = json.loads(data.read_text())
+    kept = {c["id"]: c["name"] for c in coco["categories"] if c["name"] in LABELS}
+    coco["categories"] = [c for c in coco["categories"] if c["id"] in kept]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] in kept]
+    for image in coco["images"]:
+        image["file_name"] = str((data.parent / image["file_name"]).resolve())
+    same, renamed = tmp_path / "same.json", tmp_path / "renamed.json"
+    same.write_text(json.dumps(coco))
+    names = {"circle": "round", "square": "box"}
+    coco["categories"] = [{**c, "name": names[c["name"]]} for c in coco["categories"]]
+    renamed.write_text(json.dumps(coco))
+    model = model_dir / "ssd_mnv2_fp32.tflite"
+    results = {}
+    for name, argv in (("same", [str(same)]), ("mapped", [str(renamed), "--class-map", "circle=round, square=box"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", str(model), "--data", *argv, "--json", str(out)]) == 0
+        results[name] = json.loads(out.read_text())
+    assert results["mapped"]["per_class_AP"] == {"round": results["same"]["per_class_AP"]["circle"],
+                                                 "box": results["same"]["per_class_AP"]["square"]}
+    assert results["mapped"]["metrics"] == results["same"]["metrics"]
+    capsys.readouterr()
+
+    assert main(["eval", str(model), "--data", str(renamed), "--class-map", "circle=round"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "categories box match no label of the model" in err, err
+    assert "unmatched model labels: square" in err and "--class-map" in err
+
+
 def test_verify_passes_on_a_clean_export(model_dir, data, capsys):
     assert main(["verify", str(model_dir), "--data", str(data), "--images", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()

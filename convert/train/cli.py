@@ -20,6 +20,7 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 # schedule's (its mean over the last tenth is ~0.0007 for the peak 0.08).
 QAT_LEARNING_RATE = 0.0003
 QAT_BATCH_NORM_BATCHES = 16
+QAT_RANGE_BATCHES = 8  # then the fake-quant ranges from the float activations (qat.calibrate_ranges)
 
 
 def register(subparsers) -> None:
@@ -118,6 +119,7 @@ def _train(args) -> int:
     from ..models.ssd import UntrainedWarning
     from .loop import TrainConfig, train
 
+    from_float = args.qat and "qat" not in checkpoint.meta  # a QAT checkpoint has its statistics and ranges
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size,
         warmup_steps=args.warmup_steps if args.warmup_steps is not None else (0 if args.qat else 500),
@@ -125,9 +127,8 @@ def _train(args) -> int:
         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_images=args.eval_images,
         seed=args.seed, freeze_backbone=args.freeze_backbone, augment=not args.no_augment,
         freeze_batch_norm=args.qat and not args.qat_train_batch_norm,
-        # from a float checkpoint (a QAT one has its fine-tuned statistics)
-        batch_norm_batches=QAT_BATCH_NORM_BATCHES if args.qat and not args.qat_train_batch_norm
-        and "qat" not in checkpoint.meta else 0,
+        batch_norm_batches=QAT_BATCH_NORM_BATCHES if from_float and not args.qat_train_batch_norm else 0,
+        range_batches=QAT_RANGE_BATCHES if from_float else 0,
         data=None if args.data else SYNTHETIC_DATA,
     )
     labels = new_labels if args.weights else train_data.labels

@@ -53,6 +53,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     freeze_batch_norm: bool = False  # every batch norm in inference mode: its statistics stay (QAT)
     batch_norm_batches: int = 0  # before the first step: batch norm statistics measured afresh on this many batches
+    range_batches: int = 0  # then a QAT network's activation ranges from this many batches (qat.calibrate_ranges)
     augment: bool = True
     checkpoint_dtype: str = "float16"
     data: str | None = None  # what the checkpoint records as its training data (default: the dataset's path)
@@ -201,9 +202,16 @@ def train(build, train_data: Dataset, val_data: Dataset | None, out_dir: Path, c
         model: SSDModel = build()
         if config.freeze_backbone:
             model.backbone.trainable = False  # Keras 2: frozen BN layers also run in inference mode
-        if config.batch_norm_batches and not (resume and tf.train.latest_checkpoint(str(out_dir / "state"))):
-            reestimate_batch_norm(model, batches(model, train_data, dataclasses.replace(config, augment=False), 0)
-                                  .take(config.batch_norm_batches))
+        fresh = not (resume and tf.train.latest_checkpoint(str(out_dir / "state")))  # resuming restores both
+        plain = dataclasses.replace(config, augment=False)
+        if config.batch_norm_batches and fresh:
+            reestimate_batch_norm(model, batches(model, train_data, plain, 0).take(config.batch_norm_batches))
+        if config.range_batches and fresh and model.qat is not None:
+            from ..models.qat import calibrate_ranges
+
+            images = [images for images, _ in batches(model, train_data, plain, 0).take(config.range_batches)]
+            log.info(f"{calibrate_ranges(model, images)} QAT activation ranges set from "
+                     f"{len(images) * config.batch_size} training images")
         if config.freeze_batch_norm:
             for layer in batch_norm_layers(model):
                 layer.trainable = False  # Keras 2: inference mode, moving statistics kept

@@ -70,10 +70,11 @@ train: $(STAMP)
 # what `make train MODEL=...` wrote), on DATA (default: the synthetic shapes);
 # then `make tflite WEIGHTS=build/train/$(MODEL)_qat/$(MODEL).npz` exports full-integer
 # TFLite with the trained ranges (no calibration). See README.md, "Quantization-aware training".
+# `train --qat` defaults: batch norm measured afresh then frozen, learning rate 0.0003 decaying, no warmup.
 QAT_STEPS ?= 2000
 qat: $(STAMP)
 	$(BIN)/ssdkit train --qat --weights $(if $(WEIGHTS),$(WEIGHTS),build/train/$(MODEL)/$(MODEL).npz) \
-		$(if $(DATA),--data $(DATA),) --steps $(QAT_STEPS) --batch-size 16 --warmup-steps 100 \
+		$(if $(DATA),--data $(DATA),) --steps $(QAT_STEPS) --batch-size 16 \
 		--out build/train/$(MODEL)_qat --resume
 
 # The recipe of the shipped demo weights: ssd_mnv2 300x300 on synthetic shapes.

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Mapping
 
 from ssdkit.fileio import atomic_path
+from ssdkit.runtime.model_files import NODE_DATA_SUFFIX, node_data_path  # noqa: F401 (node_data_path: this module's API)
 
-SUFFIX = ".node_data.json"
+SUFFIX = NODE_DATA_SUFFIX
 NAME = "int8 rmse/scale"  # the overlay's name in Model Explorer's side panel
 # Colour bands of rmse/scale (Model Explorer: a value <= a threshold's value gets its colour).
 BANDS = ((0.5, "#c8e6c9"),  # rounding-level error (0.29 for a perfect int8 op)
@@ -32,12 +33,6 @@ BANDS = ((0.5, "#c8e6c9"),  # rounding-level error (0.29 for a perfect int8 op)
          (2.0, "#ffcc80"))  # up to two
 WORST_COLOR = "#ef9a9a"  # more than two steps: the layers --keep-float auto tries first
 _QUANTIZED = ("int8", "uint8", "int16")
-
-
-def node_data_path(model: str | Path) -> Path:
-    """``MODEL_int8.tflite`` -> ``MODEL_int8.node_data.json`` (beside it)."""
-    model = Path(model)
-    return model.with_name(model.stem + SUFFIX)
 
 
 def op_nodes(model: str | Path) -> dict[str, str]:

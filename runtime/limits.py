@@ -148,6 +148,7 @@ LIMITS: dict[str, Limit] = {
     "parity_tolerance": Limit("parity tolerance", float, 0.0, 1.0, low_open=True),  # import: relative raw difference
     # export
     "calib_samples": Limit("calibration sample count", int, 1, 10000),
+    "recipe_layers": Limit("recipe layer count", int, 1, 10000),  # ssdkit quantize --recipe auto: layers at int16
     "max_map_drop": Limit("mAP drop budget", float, -100.0, 100.0),  # negative: int8 must gain that much
     "opset": Limit("ONNX opset", int, 13, 17),  # why these: convert/onnx/options.py
     # training

@@ -35,6 +35,7 @@ SAVEDMODEL_FOLDER = "saved_model"  # an export folder's SavedModel: build/MODEL/
 SAVEDMODEL_ASSETS = "assets.extra"  # the SavedModel's files TensorFlow ignores: the spec, labels.txt
 SAVEDMODEL_SPEC = f"{SAVEDMODEL_ASSETS}/{SPEC_NAME}"
 SIDECAR_SUFFIX = ".spec.json"
+NODE_DATA_SUFFIX = ".node_data.json"  # the int8 export's per-layer error (evaluation/node_data.py writes it)
 
 
 def spec_files(spec: ModelSpec) -> dict[str, bytes]:
@@ -78,6 +79,14 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
 def sidecar_path(model_path: str | Path) -> Path:
     path = Path(model_path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def node_data_path(model: str | Path) -> Path:
+    """``MODEL_int8.tflite`` -> ``MODEL_int8.node_data.json`` (beside it): the
+    quantization debugger's per-layer error as Model Explorer node data, which
+    ``ssdkit explore`` shows and ``ssdkit quantize --recipe auto`` ranks by."""
+    model = Path(model)
+    return model.with_name(model.stem + NODE_DATA_SUFFIX)
 
 
 def tflite_associated_files(path: str | Path) -> dict[str, bytes]:

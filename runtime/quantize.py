@@ -7,10 +7,16 @@ per tensor). The calibration tensors are the runtime's own preprocessing of
 RGB images (``preprocess``), so a device can quantize for its own camera's
 pictures.
 
-Per-layer recipes (16-bit activations for the quantization debugger's worst
-layers, the rest int8) were tried and are not offered: ai-edge-quantizer 0.10
-accepts such a recipe but writes single layers int8 all the same when their
-neighbours are int8 (only whole blocks, or the whole model, come out 16-bit).
+Per-layer recipe (``int16_layers``, ``ssdkit quantize --recipe``): the named
+ops get 16-bit activations with 8-bit weights (a16w8), the rest int8. The
+recipe's int8 entry for every op comes first and one entry per named op after
+it, since ai-edge-quantizer takes the last matching entry; an entry's regex
+matches the op's scope, which is its output tensor names joined by ``;`` with
+a trailing ``;`` (``get_op_scope`` in its tfl_flatbuffer_utils). The quantizer
+puts a QUANTIZE (requantize) op on each int8/int16 boundary. ``--recipe auto``
+takes the worst layers of the quantization debugger's ranking, as the export
+writes it beside its int8 model (``MODEL_int8.node_data.json``, Model
+Explorer node data keyed by op index: ``evaluation/node_data.py``).
 
 The input model is an ssdkit float export with raw outputs
 (``MODEL_fp32_nonms.tflite``): the quantizer makes the model's inputs and
@@ -23,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
+import re
 import sys
 import types
 from pathlib import Path
@@ -33,7 +41,7 @@ import numpy as np
 
 from ssdkit.fileio import atomic_path
 
-from .model_files import embed_in_tflite, read_spec
+from .model_files import embed_in_tflite, node_data_path, read_spec
 from .preprocess import preprocess
 from .spec import ModelSpec
 
@@ -108,13 +116,67 @@ def _check_float(model: Path) -> None:
                          "(quantize the fp32 export, e.g. MODEL_fp32.tflite)")
 
 
-def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: str | Path,
-                    spec: ModelSpec | None = None) -> Path:
-    """Writes ``out``: ``float_model`` quantized to int8 (weights per channel,
-    activations per tensor), calibrated on ``images`` (RGB uint8).
+def op_outputs(model: str | Path) -> list[list[str]]:
+    """The output tensor names of each op, by op index; an op's first output
+    is its name in ``--keep-float``, the debugger's ranking and here."""
+    from .backends.tflite import interpreter_module
 
-    Raises ValueError for a model that is not float or carries no spec, and
-    RuntimeError when ai-edge-quantizer is not installed."""
+    interpreter = interpreter_module().Interpreter(model_path=str(model))
+    tensors = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
+    # _get_ops_details is private but the interpreter's only op list (stable since TF 2.5).
+    return [[tensors[index] for index in op["outputs"] if index in tensors and tensors[index]]
+            for op in interpreter._get_ops_details()]
+
+
+def ranked_layers(int8_model: str | Path, node_data: str | Path | None = None) -> list[tuple[str, float]]:
+    """(output tensor name, rmse/scale) of the layers the export's
+    quantization debugger measured, worst first: the node data beside
+    ``int8_model`` (``MODEL_int8.node_data.json``), whose node ids are op
+    indices of ``int8_model``."""
+    int8_model = Path(int8_model)
+    node_data = Path(node_data) if node_data else node_data_path(int8_model)
+    if not node_data.is_file():
+        raise FileNotFoundError(f"{node_data}: no quantization debugger ranking (the export's quantization report "
+                                "writes it beside MODEL_int8.tflite; export with --quant int8 and the report)")
+    try:
+        results = json.loads(node_data.read_text())["results"]
+        errors = {int(node): float(entry["value"]) for node, entry in results.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{node_data}: not Model Explorer node data with results {{node id: {{value}}}} ({exc})") \
+            from None
+    names = [outputs[0] if outputs else "" for outputs in op_outputs(int8_model)]
+    ranked = [(names[node], error) for node, error in errors.items() if 0 <= node < len(names) and names[node]]
+    return sorted(ranked, key=lambda item: item[1], reverse=True)
+
+
+def _recipe(quantizer, ops: Sequence[Sequence[str]], int16_layers: Sequence[str]):
+    """Every supported op int8, then the ``int16_layers`` ops a16w8 (the last
+    matching entry wins), each matched by its whole scope (fused op names
+    contain ``;`` and may begin with another op's name).
+    Raises ValueError for a name that is no op's output."""
+    from ai_edge_quantizer import qtyping
+
+    scopes = {outputs[0]: ";".join(outputs) + ";" for outputs in ops if outputs}
+    unknown = [name for name in int16_layers if name not in scopes]
+    if unknown:
+        raise ValueError(f"--recipe: the model has no op with output {', '.join(map(repr, unknown))} (names are "
+                         "op output tensor names, as the export's report and node data list them)")
+    every = qtyping.TFLOperationName.ALL_SUPPORTED
+    quantizer.add_static_config(regex=".*", operation_name=every, activation_num_bits=8, weight_num_bits=8)
+    for name in int16_layers:
+        quantizer.add_static_config(regex=f"^{re.escape(scopes[name])}$", operation_name=every,
+                                    activation_num_bits=16, weight_num_bits=8)
+
+
+def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: str | Path,
+                    spec: ModelSpec | None = None, int16_layers: Sequence[str] = ()) -> Path:
+    """Writes ``out``: ``float_model`` quantized to int8 (weights per channel,
+    activations per tensor), calibrated on ``images`` (RGB uint8);
+    ``int16_layers`` (op output tensor names) get int16 activations (a16w8).
+
+    Raises ValueError for a model that is not float or carries no spec, or a
+    layer name it does not have, and RuntimeError when ai-edge-quantizer is
+    not installed."""
     quantizer, recipe = _quantizer_module()
     float_model, out = Path(float_model), Path(out)
     spec = spec or read_spec(float_model)
@@ -126,7 +188,11 @@ def quantize_tflite(float_model: str | Path, images: Sequence[np.ndarray], out: 
                          "the runtime decodes its outputs")
     key, input_name = _signature(float_model)
     tensors = calibration_tensors(spec, images)
-    q = quantizer.Quantizer(str(float_model), recipe.static_wi8_ai8())
+    if int16_layers:
+        q = quantizer.Quantizer(str(float_model))
+        _recipe(q, op_outputs(float_model), int16_layers)
+    else:
+        q = quantizer.Quantizer(str(float_model), recipe.static_wi8_ai8())
     log.info(f"calibrating {float_model.name} on {len(tensors)} images")
     with _quiet_bars():
         calibration = q.calibrate({key: [{input_name: t} for t in tensors]})

@@ -194,3 +194,70 @@ def pin_input_range(model: SSDModel) -> None:
 
 def is_qat(model: SSDModel) -> bool:
     return model.qat is not None
+
+
+def _moving_average_ranges(keras_model) -> list[dict]:
+    """The ``{"min_var", "max_var"}`` pairs of every moving-average quantizer:
+    the activation and output ranges (weights take their own min/max each step,
+    and the input's range is pinned)."""
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper, quantizers
+
+    found = []
+    for layer in keras_model.submodules:
+        if not isinstance(layer, quantize_wrapper.QuantizeWrapper):
+            continue
+        for activation in layer._quantize_activations:
+            if isinstance(activation.quantizer, quantizers.MovingAverageQuantizer):
+                found += [getattr(activation, name) for name in ("_pre_activation_vars", "_post_activation_vars")
+                          if hasattr(activation, name)]
+        if layer._output_quantizers and isinstance(layer._output_quantizers[0], quantizers.MovingAverageQuantizer):
+            found.append(layer._output_quantizer_vars)
+    return found
+
+
+# tfmot's MovingAverageQuantizer (quantizers.py, quant_ops.MovingAvgQuantize): ranges start at [-6, 6]
+# and follow each training batch's min/max with this decay.
+_EMA_DECAY = 0.999
+
+
+def calibrate_ranges(model: SSDModel, batches, sweeps: int = 2) -> int:
+    """Sets every activation range of a QAT network to the min/max its
+    activations reach on ``batches`` (preprocessed images), as TFLite's
+    post-training calibration does; returns how many ranges were set.
+
+    Why: tfmot starts each range at [-6, 6] and moves it by 0.1% of each
+    batch's min/max (EMA decay 0.999), so a fine-tune of a few hundred steps
+    trains and exports with ranges still near [-6, 6] (0.999^300 = 0.74 of the
+    start remains after 300 steps): activations beyond 6 clip, small ones get
+    coarse steps. tfmot has no calibration hook, so each batch's range is read
+    back from one training-mode pass: the EMA update ``new = old + (batch -
+    old) * (1 - decay)`` gives ``batch = old + (new - old) / (1 - decay)``.
+    Batch norm runs in inference mode meanwhile. Each sweep sees the ranges
+    the previous one set, so later layers are measured on inputs clipped as
+    int8 will clip them.
+    """
+    pairs = _moving_average_ranges(model.keras_model)
+    norms = [(layer, layer.trainable) for layer in model.keras_model.submodules
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer, _ in norms:
+        layer.trainable = False  # Keras 2: inference mode
+    step = 1.0 - _EMA_DECAY
+    try:
+        for _ in range(sweeps):
+            lows = [np.full(p["min_var"].shape, np.inf, np.float32) for p in pairs]
+            highs = [np.full(p["max_var"].shape, -np.inf, np.float32) for p in pairs]
+            for images in batches:
+                before = [(p["min_var"].numpy(), p["max_var"].numpy()) for p in pairs]
+                model.keras_model(images, training=True)
+                for i, (pair, (low, high)) in enumerate(zip(pairs, before)):
+                    lows[i] = np.minimum(lows[i], low + (pair["min_var"].numpy() - low) / step)
+                    highs[i] = np.maximum(highs[i], high + (pair["max_var"].numpy() - high) / step)
+                    pair["min_var"].assign(low)  # the sweep measures with the ranges it started with
+                    pair["max_var"].assign(high)
+            for pair, low, high in zip(pairs, lows, highs):
+                pair["min_var"].assign(np.minimum(low, 0.0))
+                pair["max_var"].assign(np.maximum(high, 0.0))
+    finally:
+        for layer, trainable in norms:
+            layer.trainable = trainable
+    return len(pairs)

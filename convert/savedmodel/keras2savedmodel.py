@@ -101,8 +101,11 @@ def _check_round_trip(path: Path, model: SSDModel):
     raw = loaded.signatures["raw"](normalized_images=tf.constant(image))
     expected = model.keras_model(image, training=False)
     for key in ("box_encodings", "class_predictions"):
-        if not np.allclose(raw[key].numpy(), expected[key].numpy(), atol=1e-4):
-            raise RuntimeError(f"{path}: the saved '{key}' output differs from the Keras model's")
+        got, want = raw[key].numpy(), expected[key].numpy()
+        off = ~np.isclose(got, want, atol=1e-4)
+        if off.any():
+            raise RuntimeError(f"{path}: the saved '{key}' output differs from the Keras model's in {off.sum()} of "
+                               f"{off.size} values (max difference {np.abs(got - want).max():.3g})")
     served = loaded.signatures["serving_default"](images=tf.zeros([1, height, width, 3], tf.uint8))
     if served["detection_boxes"].shape != (1, model.spec.postprocessing.max_detections, 4):
         raise RuntimeError(f"{path}: serving_default returned boxes of shape {served['detection_boxes'].shape}")

@@ -12,9 +12,15 @@ from ..zoo import labels_arg
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
-# QAT fine-tunes a trained model: a twentieth of the from-scratch peak rate
-# (TF's QAT guide fine-tunes at the end of the float schedule's rate).
-QAT_LEARNING_RATE = 0.004
+# QAT fine-tunes a trained model for the network int8 runs: batch norm statistics
+# measured afresh once (loop.reestimate_batch_norm: a short float schedule leaves
+# them stale), then batch norm frozen in inference mode, as the OD API's TF1 QAT
+# did after its freeze_bn_delay (what the int8 model folds into its convolutions);
+# no warmup back up to a peak, and a rate near the end of the float cosine
+# schedule's (its mean over the last tenth is ~0.0007 for the peak 0.08).
+QAT_LEARNING_RATE = 0.0003
+QAT_BATCH_NORM_BATCHES = 16
+QAT_RANGE_BATCHES = 8  # then the fake-quant ranges from the float activations (qat.calibrate_ranges)
 
 
 def register(subparsers) -> None:
@@ -49,9 +55,12 @@ def register(subparsers) -> None:
                             f"with --qat {QAT_LEARNING_RATE})")
     train.add_argument("--qat", action="store_true",
                        help="quantization-aware fine-tuning of the --weights checkpoint: int8 rounding in training; "
-                            "`ssdkit export` of the result writes full-integer TFLite without calibration")
-    train.add_argument("--warmup-steps", type=arg("warmup_steps"), default=500,
-                       help=f"linear warmup steps, {span('warmup_steps')} (default 500)")
+                            "`ssdkit export` of the result writes full-integer TFLite without calibration; batch "
+                            "norm statistics are measured afresh, then frozen (inference mode)")
+    train.add_argument("--qat-train-batch-norm", action="store_true",
+                       help="with --qat: batch norm in training mode instead (batch statistics, moving averages updated)")
+    train.add_argument("--warmup-steps", type=arg("warmup_steps"),
+                       help=f"linear warmup steps, {span('warmup_steps')} (default 500; with --qat 0)")
     train.add_argument("--checkpoint-every", type=arg("checkpoint_every"), default=500,
                        help=f"steps between state checkpoints, {span('checkpoint_every')} (default 500)")
     train.add_argument("--eval-every", type=arg("eval_every"), default=2000,
@@ -86,6 +95,8 @@ def _train(args) -> int:
     checkpoint = read_checkpoint(args.weights) if args.weights else None  # a bad file fails before the data is read
     if args.qat and checkpoint is None:
         raise ValueError("--qat fine-tunes a trained float model: give its checkpoint with --weights")
+    if args.qat_train_batch_norm and not args.qat:
+        raise ValueError("--qat-train-batch-norm is an option of --qat")
     if args.qat and args.freeze_backbone:
         raise ValueError("--qat trains the whole fake-quantized network: drop --freeze-backbone")
     if model_name is not None:
@@ -108,11 +119,16 @@ def _train(args) -> int:
     from ..models.ssd import UntrainedWarning
     from .loop import TrainConfig, train
 
+    from_float = args.qat and "qat" not in checkpoint.meta  # a QAT checkpoint has its statistics and ranges
     config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
+        steps=args.steps, batch_size=args.batch_size,
+        warmup_steps=args.warmup_steps if args.warmup_steps is not None else (0 if args.qat else 500),
         learning_rate=args.lr if args.lr is not None else (QAT_LEARNING_RATE if args.qat else 0.08),
         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_images=args.eval_images,
         seed=args.seed, freeze_backbone=args.freeze_backbone, augment=not args.no_augment,
+        freeze_batch_norm=args.qat and not args.qat_train_batch_norm,
+        batch_norm_batches=QAT_BATCH_NORM_BATCHES if from_float and not args.qat_train_batch_norm else 0,
+        range_batches=QAT_RANGE_BATCHES if from_float else 0,
         data=None if args.data else SYNTHETIC_DATA,
     )
     labels = new_labels if args.weights else train_data.labels

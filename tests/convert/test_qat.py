@@ -48,6 +48,10 @@ def test_the_checkpoint_records_qat_and_its_ranges(qat_export):
     assert len(ranges) > 50  # hard-swish pieces and the squeeze-excite blocks included
     assert any(name.startswith("quant_qat_constant_op_") for name in ranges)
     assert checkpoint.weights["quantize_layer/quantize_layer_min:0"] == pytest.approx(-1.0)
+    # calibrated from the float activations before the first step, not tfmot's start at [-6, 6]
+    lows = [float(np.min(checkpoint.weights[name])) for name in ranges]
+    assert sum(abs(low + 6.0) > 0.1 for low in lows) > 0.9 * len(lows)
+    assert all(low <= 0.0 for low in lows)
 
 
 def test_export_is_full_integer_with_the_postprocess_op_and_runs_in_the_runtime(qat_export):

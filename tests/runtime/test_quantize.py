@@ -65,3 +65,71 @@ def test_quantize_refuses_models_it_cannot_serve(tiny_tflite, calibration_folder
                  "--out", str(existing)]) == 2
     assert existing.read_bytes() == b"mine"
     assert not list(tmp_path.glob("[ab].tflite"))
+
+
+def _int16_ops(path):
+    """Output tensor name -> (input dtype, output dtype) of the ops with an int16 output."""
+    interpreter, tensors, ops = _op_types(path)
+    found = {}
+    for op in ops:
+        out = tensors[op["outputs"][0]]
+        if out["dtype"] == np.int16 and op["op_name"] != "QUANTIZE":  # QUANTIZE: the int8/int16 borders
+            found[out["name"]] = (op["op_name"], tensors[op["inputs"][0]]["dtype"])
+    return found
+
+
+def test_recipe_gives_the_named_layers_16_bit_activations(tiny_tflite, calibration_folder, tmp_path, capsys):
+    """Single layers at a16w8 between int8 neighbours: int16 in and out, QUANTIZE ops at the borders."""
+    from ssdkit.cli import main
+    from ssdkit.runtime import Detector
+    from ssdkit.runtime.quantize import op_outputs
+
+    fp32 = tiny_tflite(quant="fp32", nms=False)
+    interpreter, tensors, ops = _op_types(fp32)
+    convs = [tensors[op["outputs"][0]]["name"] for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    chosen = [convs[3], convs[8]]
+    assert all(name in [outputs[0] for outputs in op_outputs(fp32)] for name in chosen)
+    out = tmp_path / "tiny_a16w8.tflite"
+    assert main(["quantize", str(fp32), "--calib-data", str(calibration_folder), "--recipe", ",".join(chosen),
+                 "--out", str(out)]) == 0
+    int16 = _int16_ops(out)
+    assert set(int16) == set(chosen), f"int16 ops: {sorted(int16)}"
+    assert all(input_dtype == np.int16 for _, input_dtype in int16.values())
+    _, tensors, ops = _op_types(out)
+    assert sum(op["op_name"] == "QUANTIZE" for op in ops) >= 2 * len(chosen)  # int8 -> int16 -> int8
+    float_ops = [op["op_name"] for op in ops
+                 if any(tensors[i]["dtype"] == np.float32 for i in [*op["inputs"], *op["outputs"]] if i >= 0)]
+    assert float_ops == []
+    image = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    with Detector(out, score_threshold=0.0) as detector, Detector(fp32, score_threshold=0.0) as reference:
+        raw, expected = detector.run_raw(image), reference.run_raw(image)
+        assert len(detector.detect(image)) > 0
+    np.testing.assert_allclose(raw.class_scores, expected.class_scores, atol=0.25)
+    assert main(["quantize", str(fp32), "--calib-data", str(calibration_folder), "--recipe", "no/such/layer",
+                 "--out", str(tmp_path / "x.tflite")]) == 2
+    assert "no op with output 'no/such/layer'" in capsys.readouterr().err
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_recipe_auto_takes_the_worst_layers_of_the_export_ranking(tiny_tflite, calibration_folder, tmp_path):
+    """--recipe auto reads the node data the int8 export wrote and puts its worst layers at int16."""
+    import json
+    import shutil
+
+    from ssdkit.cli import main
+    from ssdkit.runtime.model_files import node_data_path
+    from ssdkit.runtime.quantize import op_outputs, ranked_layers
+
+    folder = tiny_tflite(quant="int8", nms=False).parent  # the fixture returns report.md
+    int8 = folder / "ssd_mnv2_int8_nonms.tflite"
+    for name in ("ssd_mnv2_fp32_nonms.tflite", int8.name, node_data_path(int8).name):
+        shutil.copy(folder / name, tmp_path / name)
+    fp32 = tmp_path / "ssd_mnv2_fp32_nonms.tflite"
+    ours = {outputs[0] for outputs in op_outputs(fp32) if outputs}
+    ranking = [name for name, _ in ranked_layers(tmp_path / int8.name) if name in ours]
+    results = json.loads(node_data_path(int8).read_text())["results"]
+    assert len(ranking) >= 3 and len(results) >= len(ranking)
+    assert main(["quantize", str(fp32), "--calib-data", str(calibration_folder), "--recipe", "auto",
+                 "--recipe-layers", "3"]) == 0
+    out = tmp_path / "ssd_mnv2_aeq_a16w8_nonms.tflite"
+    assert set(_int16_ops(out)) == set(ranking[:3])

@@ -152,7 +152,8 @@ def measure(name, weights, kind, build, work: Path, ssdkit: str, pictures) -> di
     val, photos = pictures
     return {"name": name, "weights": weights, "kind": kind, "parity": parity, "import_wall": import_wall,
             "import_cpu": import_cpu, "export_wall": export_wall, "files": {k: v.name for k, v in files.items()},
-            "val": agreement(files["fp32"], files["int8"], val), "photos": agreement(files["fp32"], files["int8"], photos)}
+            "val": agreement(files["fp32"], files["int8"], val),
+            "photos": agreement(files["fp32"], files["int8"], photos)}
 
 
 HEADER = ["| architecture | weights | source | parity (max rel. box / logits) | synthetic val (100): fp32 dets, "

@@ -45,6 +45,11 @@ def default_out(source: str) -> Path:
 
 def _import(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # `import tensorflow` eagerly imports a Keras for its optimizer registry: Keras 3 (and scikit-learn,
+    # which Keras 3's wrappers import) unless TF_USE_LEGACY_KERAS names tf_keras, the Keras ssdkit builds
+    # with and imports anyway. Nothing in an import uses Keras 3; loading it cost about 1.5 s of CPU time
+    # (README, "Importing TF Object Detection API models").
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from ssdkit.fileio import check_writable_folder
 
     from .importer import ParityFailed, import_model, write_import

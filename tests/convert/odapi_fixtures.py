@@ -82,6 +82,11 @@ class Tf1Spec:
     tower_depth: int = 256  # weight-shared predictor depth
     tower_layers: int = 4
     extra: dict = field(default_factory=dict)
+    # OD API variable name -> value replacing the random draw (trained weights: ``odapi_weights``);
+    # every variable must be given.
+    weights: dict | None = field(default=None, repr=False, compare=False)
+    # Added to every ClassPredictor bias but the background slot's (``with_realistic_scores``).
+    class_bias_shift: float = 0.0
 
     @property
     def separable(self) -> bool:
@@ -102,9 +107,23 @@ class _Builder:
     def __init__(self, tf, rng, spec: Tf1Spec, ranges: dict | None = None):
         self.tf, self.rng, self.spec, self.ranges = tf, rng, spec, ranges
         self.observed = {}
+        self.given = set()  # names of spec.weights used
 
     def var(self, name, value):
+        """A variable initialised to ``value`` (drawn at random), or to
+        ``spec.weights``'s value of that name (the random draw is still made,
+        so the other variables do not change)."""
         tf = self.tf
+        if self.spec.weights is not None:
+            full = f"{tf.compat.v1.get_variable_scope().name}/{name}"
+            if full not in self.spec.weights:
+                raise KeyError(f"Tf1Spec.weights has no {full} {list(value.shape)}")
+            given = np.asarray(self.spec.weights[full])
+            if given.shape != value.shape:
+                raise ValueError(f"Tf1Spec.weights[{full!r}] has shape {list(given.shape)}, the graph needs "
+                                 f"{list(value.shape)}")
+            value = given
+            self.given.add(full)
         return tf.compat.v1.get_variable(name, initializer=tf.constant(value.astype(np.float32)))
 
     def kernel(self, shape, fan_in):
@@ -203,7 +222,13 @@ class _Builder:
         with tf.compat.v1.variable_scope(name):
             cin = int(x.shape[-1])
             w = self.var("weights", self.kernel((kernel, kernel, cin, filters), kernel * kernel * cin))
-            b = self.var("biases", self.rng.normal(0, 0.5, filters)) if bias else None
+            b = None
+            if bias:
+                value = self.rng.normal(0, 0.5, filters)
+                if name == "ClassPredictor" and self.spec.class_bias_shift:
+                    slots = self.spec.num_classes + 1
+                    value = value + self.spec.class_bias_shift * (np.arange(filters) % slots != 0)
+                b = self.var("biases", value)
             return self._layer(x, w, stride, False, activation, b, bn)
 
     def depthwise(self, x, name, stride=1, kernel=3, activation=True):
@@ -481,6 +506,9 @@ def _build_graph(tf, spec: Tf1Spec, ranges: dict | None = None):
         tf.identity(nmsed.nmsed_scores, name="detection_scores")
         tf.identity(nmsed.nmsed_classes + 1, name="detection_classes")
         tf.identity(tf.cast(nmsed.valid_detections, tf.float32), name="num_detections")
+    if spec.weights is not None and set(spec.weights) - b.given:
+        unused = sorted(set(spec.weights) - b.given)
+        raise ValueError(f"Tf1Spec.weights has {len(unused)} variables the graph does not have: {unused[:3]}")
     return graph, b
 
 
@@ -520,6 +548,87 @@ def build_tf1_source(folder: str | Path, spec: Tf1Spec = Tf1Spec()) -> Path:
         f'item {{\n  name: "/m/{i:04d}"\n  id: {i}\n  display_name: "{name}"\n}}\n' for i, name in enumerate(labels, 1)))
     (folder / "pipeline.config").write_text(pipeline_config(spec))
     return folder
+
+
+def _top_logit(logits: np.ndarray, per_photo: int) -> float:
+    """The mean over photos of each photo's ``per_photo``-th largest
+    non-background logit: the bias shift that leaves about ``per_photo``
+    (anchor, class) scores per photo above 0.5."""
+    tops = [np.sort(photo[..., 1:].ravel())[-per_photo] for photo in logits]
+    return float(np.mean(tops))
+
+
+def with_realistic_scores(spec: Tf1Spec, per_photo: int = 20) -> Tf1Spec:
+    """``spec`` with a class bias shift that gives random weights a trained
+    detector's score spread on the photos: about ``per_photo`` (anchor, class)
+    pairs scoring over 0.5 per photo (a handful of detections after NMS), the
+    rest near 0. Without it a random network scores about half of all pairs
+    over 0.5, and an int8-vs-fp32 agreement measured at score 0.5 means little."""
+    import tensorflow as tf
+
+    from ssdkit.convert.odapi.parity import load_photos
+
+    graph, _ = _build_graph(tf, spec)
+    with tf.compat.v1.Session(graph=graph) as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        logits = [sess.run("concat_1:0", {"image_tensor:0": photo[None]})[0] for _, photo in load_photos(None)]
+    import dataclasses
+
+    return dataclasses.replace(spec, class_bias_shift=spec.class_bias_shift - _top_logit(np.stack(logits), per_photo))
+
+
+def odapi_weights(checkpoint, zoo_name: str, input_size: int | None = None) -> dict[str, np.ndarray]:
+    """OD API (TF1) variable name -> value of a trained ssdkit checkpoint whose
+    network computes what the OD API's ``zoo_name`` network computes: the
+    inverse of the importer's name mapping (``architectures.tf1_name``).
+
+    A checkpoint of ssdkit's own zoo entry (e.g. the shipped ``ssd_mnv2``
+    demo weights: the Keras MobileNetV2 application's layer names) is copied
+    onto the OD API-exact network in layer order, each weight's kind and
+    shape checked, and the two networks are run on the photos: their raw
+    outputs must agree to float rounding, which is what shows the two
+    networks are the same function with these weights. Returns the weights
+    with the labels, anchors and box coder of the checkpoint (which
+    ``Tf1Spec`` then has to match)."""
+    from ssdkit.convert.odapi.architectures import tf1_name
+
+    return {tf1_name(w.name): w.numpy() for w in _odapi_model(checkpoint, zoo_name, input_size).keras_model.weights}
+
+
+def _odapi_model(checkpoint, zoo_name: str, input_size: int | None = None):
+    """``odapi_weights``' network (an ssdkit ``SSDModel``) with the weights in it."""
+    from ssdkit.convert.checkpoint import apply_weights, read_checkpoint
+    from ssdkit.convert.models.ssd import build_model
+    from ssdkit.convert.odapi.parity import load_photos, normalized_inputs
+    from ssdkit.convert.zoo import define
+
+    stored = read_checkpoint(checkpoint)
+    spec = stored.definition.spec
+    size = input_size or tuple(spec.input_size)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    source = build_model(stored.definition if size == tuple(spec.input_size)
+                         else define(stored.definition.name, width=stored.definition.width, input_size=size,
+                                     labels=tuple(spec.labels)))
+    apply_weights(source, stored.weights, checkpoint)
+    target = build_model(define(zoo_name, width=stored.definition.width, input_size=size, labels=tuple(spec.labels)))
+    have, want = source.keras_model.weights, target.keras_model.weights
+    if len(have) != len(want):
+        raise ValueError(f"{checkpoint}: {len(have)} weights, {zoo_name} has {len(want)}")
+    for a, b in zip(have, want):
+        kind_a, kind_b = a.name.split(":")[0].rsplit("/", 1)[-1], b.name.split(":")[0].rsplit("/", 1)[-1]
+        if kind_a != kind_b or tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"{checkpoint}: {a.name} {list(a.shape)} does not fit {zoo_name}'s {b.name} "
+                             f"{list(b.shape)}")
+        b.assign(a.numpy())
+    for x in normalized_inputs(load_photos(None), target.spec):
+        got, expected = target.keras_model(x), source.keras_model(x)
+        for key in ("box_encodings", "class_predictions"):
+            d = float(np.abs(got[key].numpy() - expected[key].numpy()).max())
+            scale = float(np.abs(expected[key].numpy()).max())
+            if d > 1e-5 * max(scale, 1.0):
+                raise ValueError(f"{checkpoint}: on {zoo_name} the weights give {key} differing by {d:.3g} "
+                                 f"(largest value {scale:.3g}): the networks are not the same function")
+    return target
 
 
 _HYPER = """conv_hyperparams {
@@ -638,19 +747,30 @@ def archive(folder: Path, target: Path, top: str | None = None) -> Path:
 
 
 
-def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int = 3, seed: int = 0) -> Path:
+def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int = 3, seed: int = 0,
+                     trained: str | Path | None = None, per_photo: int = 0) -> Path:
     """A TF2 zoo-style ``ssd_mobilenet_v2_keras`` folder (``checkpoint/ckpt-0``,
     ``saved_model/``, ``pipeline.config``) as the OD API's Keras classes
     build it: the Keras MobileNetV2 application (its layer names) as
     ``_feature_extractor.classification_backbone``, ``FeatureMaps`` with
     ``convolutions``, a ``BoxPredictor`` of ``ConvolutionalBoxHead_N`` /
     ``ConvolutionalClassHead_N`` layers; width 1.0 (where Keras's and slim's
-    depth rules agree), random weights and batch-norm statistics."""
+    depth rules agree), random weights and batch-norm statistics.
+
+    ``trained``: an ssdkit checkpoint of the same network (the shipped
+    ``ssd_mnv2`` demo weights) whose weights the model gets instead, its
+    labels replacing ``num_classes`` (``_write_tf2``); ``per_photo``: random
+    weights with a realistic score spread (``with_realistic_scores``)."""
     import tensorflow as tf
     import tf_keras as keras
 
     from ssdkit.runtime.spec import MultipleGridAnchors
 
+    reference = labels = None
+    if trained is not None:
+        reference = _odapi_model(trained, "ssd_mnv2_odapi", input_size)
+        labels = tuple(reference.spec.labels)
+        num_classes = len(labels)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -731,23 +851,76 @@ def build_tf2_source(folder: str | Path, input_size: int = 64, num_classes: int 
                     [tuple(int(d) for d in m.shape[1:3]) for m in maps])
 
     model = SSDMetaArch()
-    _write_tf2(folder, model, MultipleGridAnchors(), input_size, num_classes, rng)
+    _write_tf2(folder, model, MultipleGridAnchors(), input_size, num_classes, rng, reference, per_photo)
     spec = Tf1Spec("ssd_mobilenet_v2", depth_multiplier=1.0, input_size=input_size, num_classes=num_classes)
     (folder / "pipeline.config").write_text(
         pipeline_config(spec).replace("type: 'ssd_mobilenet_v2'", "type: 'ssd_mobilenet_v2_keras'"))
-    labels = tuple(f"thing{i}" for i in range(1, num_classes + 1))
+    labels = labels or tuple(f"thing{i}" for i in range(1, num_classes + 1))
     (folder / "label_map.pbtxt").write_text("".join(
         f'item {{\n  id: {i}\n  name: "{name}"\n}}\n' for i, name in enumerate(labels, 1)))
     return folder
 
 
-def _write_tf2(folder: Path, model, generator, input_size: int, num_classes: int, rng) -> None:
+def _write_tf2(folder: Path, model, generator, input_size: int, num_classes: int, rng, reference=None,
+               per_photo: int = 0) -> None:
     """Random weights and batch norms into ``model``; then ``checkpoint/ckpt-0`` and a
     ``saved_model/`` whose serving function resizes, normalizes, runs the model and
-    decodes and suppresses as the OD API's exported ``DetectionInferenceModule``."""
+    decodes and suppresses as the OD API's exported ``DetectionInferenceModule``.
+
+    ``reference``: an ssdkit OD API-exact model whose weights ``model`` gets
+    instead, placed by TF1 scope (``tf2.tf1_style``), then checked by running
+    both on the photos. ``per_photo``: the class biases shifted as
+    ``with_realistic_scores`` does."""
     import tensorflow as tf
 
     _, _, shapes = model(tf.zeros([1, input_size, input_size, 3]))
+    if reference is not None:
+        _assign_reference(model, reference, input_size)
+    else:
+        _random_weights(model, input_size, rng)
+        if per_photo:
+            _shift_class_biases(model, input_size, num_classes, per_photo)
+    anchors = generator.generate(shapes, input_size, input_size).astype(np.float32)
+    _save_tf2(folder, model, anchors, input_size)
+
+
+def _photo_batch(input_size: int):
+    import tensorflow as tf
+
+    from ssdkit.convert.odapi.parity import load_photos
+
+    return tf.stack([tf.image.resize(tf.cast(photo, tf.float32), [input_size, input_size])
+                     for _, photo in load_photos(None)]) * (2.0 / 255.0) - 1.0
+
+
+def _assign_reference(model, reference, input_size: int) -> None:
+    from ssdkit.convert.odapi.architectures import tf1_name
+    from ssdkit.convert.odapi.tf2 import tf1_style
+
+    values = {tf1_name(w.name): w.numpy() for w in reference.keras_model.weights}
+    for variable in model.weights:
+        variable.assign(values.pop(tf1_style(variable.name)))
+    if values:
+        raise ValueError(f"{len(values)} weights of the reference have no TF2 variable: {sorted(values)[:3]}")
+    batch = _photo_batch(input_size)
+    boxes, logits, _ = model(batch)
+    out = reference.keras_model(batch)
+    for got, expected in ((boxes, out["box_encodings"]), (logits, out["class_predictions"])):
+        d = float(np.abs(got.numpy().reshape(expected.shape) - expected.numpy()).max())
+        if d > 1e-5 * max(float(np.abs(expected.numpy()).max()), 1.0):
+            raise ValueError(f"the TF2 model with the reference's weights differs from it by {d:.3g}")
+
+
+def _shift_class_biases(model, input_size: int, num_classes: int, per_photo: int) -> None:
+    _, logits, _ = model(_photo_batch(input_size))
+    shift = -_top_logit(logits.numpy(), per_photo)
+    for variable in model.weights:
+        if "ClassPredictor" in variable.name and "bias" in variable.name:
+            slots = np.arange(variable.shape[0]) % (num_classes + 1) != 0
+            variable.assign(variable.numpy() + shift * slots.astype(np.float32))
+
+
+def _random_weights(model, input_size: int, rng) -> None:
     for variable in model.weights:
         name, shape = variable.name, tuple(variable.shape)
         if "gamma" in name:
@@ -763,7 +936,10 @@ def _write_tf2(folder: Path, model, generator, input_size: int, num_classes: int
             value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
         variable.assign(value.astype(np.float32))
     _calibrate_batch_norms(model, input_size, rng)
-    anchors = generator.generate(shapes, input_size, input_size).astype(np.float32)
+
+
+def _save_tf2(folder: Path, model, anchors: np.ndarray, input_size: int) -> None:
+    import tensorflow as tf
 
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder / "checkpoint"), max_to_keep=1)
     manager.save(checkpoint_number=0)
@@ -805,13 +981,9 @@ def _calibrate_batch_norms(model, input_size: int, rng) -> None:
     sqrt(epsilon). Random statistics instead let pre-activations grow far past
     ReLU6's range in a deep network, which inflates float rounding relative to
     the clipped outputs and is nothing a trained model does."""
-    import tensorflow as tf
     import tf_keras as keras
 
-    from ssdkit.convert.odapi.parity import load_photos
-
-    batch = tf.stack([tf.image.resize(tf.cast(photo, tf.float32), [input_size, input_size])
-                      for _, photo in load_photos(None)]) * (2.0 / 255.0) - 1.0
+    batch = _photo_batch(input_size)
     norms = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
@@ -824,7 +996,7 @@ def _calibrate_batch_norms(model, input_size: int, rng) -> None:
 
 
 def build_tf2_fpnlite_source(folder: str | Path, input_size: int = 128, num_classes: int = 3, seed: int = 0,
-                             fpn_depth: int = 128, tower_layers: int = 4) -> Path:
+                             fpn_depth: int = 128, tower_layers: int = 4, per_photo: int = 0) -> Path:
     """A TF2 zoo-style ``ssd_mobilenet_v2_fpnlite_320x320`` folder as the OD API's
     Keras classes build it (``SSDMobileNetV2FpnKerasFeatureExtractor`` with
     ``use_depthwise``, ``KerasFpnTopDownFeatureMaps`` named ``FeatureMaps``,
@@ -953,7 +1125,7 @@ def build_tf2_fpnlite_source(folder: str | Path, input_size: int = 128, num_clas
             boxes, classes = self._box_predictor(maps)
             return tf.concat(boxes, 1), tf.concat(classes, 1), [tuple(int(d) for d in m.shape[1:3]) for m in maps]
 
-    _write_tf2(folder, SSDMetaArch(), generator, input_size, num_classes, rng)
+    _write_tf2(folder, SSDMetaArch(), generator, input_size, num_classes, rng, per_photo=per_photo)
     (folder / "pipeline.config").write_text(f"""# ssd_mobilenet_v2_fpnlite test model (ssdkit tests/convert/odapi_fixtures.py)
 model {{
   ssd {{

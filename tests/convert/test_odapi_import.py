@@ -437,3 +437,51 @@ def test_tf2_fpnlite_imports_with_savedmodel_parity(tmp_path):
     assert spec.num_anchors == (64 + 16 + 4 + 1 + 1) * 6
     assert arch.tower_layers == 2
     assert "labels: label_map.txt (named in pipeline.config)" in imported.notes
+
+
+def _source_outputs(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The frozen graph's raw outputs (``concat``, ``concat_1``) on each photo."""
+    import tensorflow as tf
+
+    from ssdkit.convert.odapi.parity import load_photos
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString((folder / "frozen_inference_graph.pb").read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=graph) as session:
+        return [tuple(session.run(["concat:0", "concat_1:0"], {"image_tensor:0": photo[None]}))
+                for _, photo in load_photos(None)]
+
+
+def test_fixture_sources_from_given_weights_and_with_realistic_scores(v2_source, v2_import, tmp_path):
+    """What tools/import_int8_check.py builds on: a source written from given
+    weights by OD API name (an import's, mapped back with ``tf1_name``) computes
+    what the source they came from computes, bit for bit, whatever the seed;
+    and a class bias shift leaves a handful of scores over 0.5 per photo where
+    random weights put about half of them there."""
+    from odapi_fixtures import with_realistic_scores
+
+    from ssdkit.convert.odapi.architectures import tf1_name
+
+    weights = {tf1_name(w.name): w.numpy() for w in v2_import.model.keras_model.weights}
+    again = build_tf1_source(tmp_path / "again", Tf1Spec("ssd_mobilenet_v2", labels=("cat", "dog", "bird"), seed=7,
+                                                         weights=weights))
+    for a, b in zip(_source_outputs(v2_source), _source_outputs(again)):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(KeyError, match="Tf1Spec.weights has no FeatureExtractor/MobilenetV2/Conv/weights"):
+        build_tf1_source(tmp_path / "partial", Tf1Spec("ssd_mobilenet_v2", weights={"x/weights": np.zeros(1)}))
+
+    spec = Tf1Spec("ssd_mobilenet_v2", num_classes=3)
+    shifted = with_realistic_scores(spec, per_photo=5)
+    assert shifted.class_bias_shift < 0
+    share = {}
+    for kind, folder in (("random", v2_source), ("shifted", build_tf1_source(tmp_path / "shifted", shifted))):
+        logits = [classes[..., 1:] for _, classes in _source_outputs(folder)]
+        share[kind] = [int((photo > 0).sum()) for photo in logits], logits[0].size
+    over, pairs = share["shifted"]
+    assert 1 <= np.mean(over) <= 15, over
+    over, pairs = share["random"]
+    assert np.mean(over) / pairs > 0.2, (over, pairs)

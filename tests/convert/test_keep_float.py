@@ -7,7 +7,6 @@ import logging
 import math
 import re
 
-import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")

@@ -14,8 +14,8 @@ it, since ai-edge-quantizer takes the last matching entry; an entry's regex
 matches the op's scope, which is its output tensor names joined by ``;`` with
 a trailing ``;`` (``get_op_scope`` in its tfl_flatbuffer_utils). The quantizer
 puts a QUANTIZE (requantize) op on each int8/int16 boundary. ``--recipe auto``
-takes the worst layers of the quantization debugger's ranking, as the export
-writes it beside its int8 model (``MODEL_int8.node_data.json``, Model
+takes the worst layers of the quantization debugger's ranking, as an int8
+export with ``--layer-errors`` writes it beside its int8 model (``MODEL_int8.node_data.json``, Model
 Explorer node data keyed by op index: ``evaluation/node_data.py``).
 
 The input model is an ssdkit float export with raw outputs
@@ -136,8 +136,9 @@ def ranked_layers(int8_model: str | Path, node_data: str | Path | None = None) -
     int8_model = Path(int8_model)
     node_data = Path(node_data) if node_data else node_data_path(int8_model)
     if not node_data.is_file():
-        raise FileNotFoundError(f"{node_data}: no quantization debugger ranking (the export's quantization report "
-                                "writes it beside MODEL_int8.tflite; export with --quant int8 and the report)")
+        raise FileNotFoundError(f"{node_data}: no quantization debugger ranking (an int8 export with "
+                                "--layer-errors writes it beside MODEL_int8.tflite: ssdkit export --quant int8 "
+                                "--layer-errors, or make tflite LAYER_ERRORS=1)")
     try:
         results = json.loads(node_data.read_text())["results"]
         errors = {int(node): float(entry["value"]) for node, entry in results.items()}

@@ -73,7 +73,7 @@ def _int16_layers(args, model: Path) -> tuple[str, ...]:
     if not found:
         raise FileNotFoundError(f"--recipe auto: no int8 export with the debugger's ranking beside {model.name} "
                                 f"(looked for {' or '.join(node_data_path(path).name for path in candidates)}; "
-                                "export with --quant int8 and its report, or name the layers: --recipe NAME,NAME)")
+                                "export with --quant int8 --layer-errors, or name the layers: --recipe NAME,NAME)")
     int8 = found[0]
     ours = {outputs[0] for outputs in op_outputs(model) if outputs}
     ranking = [(name, error) for name, error in ranked_layers(int8, args.ranking) if name in ours]

@@ -112,7 +112,7 @@ def test_recipe_gives_the_named_layers_16_bit_activations(tiny_tflite, calibrati
 
 
 def test_recipe_auto_takes_the_worst_layers_of_the_export_ranking(tiny_tflite, calibration_folder, tmp_path):
-    """--recipe auto reads the node data the int8 export wrote and puts its worst layers at int16."""
+    """--recipe auto reads the node data an int8 export with --layer-errors wrote and puts its worst layers at int16."""
     import json
     import shutil
 
@@ -120,7 +120,7 @@ def test_recipe_auto_takes_the_worst_layers_of_the_export_ranking(tiny_tflite, c
     from ssdkit.runtime.model_files import node_data_path
     from ssdkit.runtime.quantize import op_outputs, ranked_layers
 
-    folder = tiny_tflite(quant="int8", nms=False).parent  # the fixture returns report.md
+    folder = tiny_tflite(quant="int8", nms=False, layer_errors=True).parent  # the fixture returns report.md
     int8 = folder / "ssd_mnv2_int8_nonms.tflite"
     for name in ("ssd_mnv2_fp32_nonms.tflite", int8.name, node_data_path(int8).name):
         shutil.copy(folder / name, tmp_path / name)

@@ -227,6 +227,11 @@ class MqttPublisher:
         """Sends what is queued while connected (at most ``timeout`` s), then goes offline."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            # The first connection attempt still in flight (a short run, a slow TLS handshake): wait for
+            # its outcome, so the run says why nothing was sent (refused, unreachable) or sends it.
+            while (not self._connected and not self.counts["connections"] and self._last_problem is None
+                   and time.monotonic() < deadline):
+                self._cond.wait(0.05)
             while self._queue and self._connected and time.monotonic() < deadline:
                 self._cond.wait(0.05)
             self._closing = True

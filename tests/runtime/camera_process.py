@@ -37,7 +37,7 @@ class Camera:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=self.timeout)
-        self._reader.join(timeout=5)
+        self._reader.join(timeout=self.timeout)  # the last lines, however loaded the machine
         return code
 
     @property
